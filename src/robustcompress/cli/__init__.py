@@ -1,0 +1,29 @@
+"""The `robustcompress` command line: thin wrappers that parse, call the library and print."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from robustcompress import __version__
+
+# Each area adds its commands in its own module; listed here so `--help` shows them all.
+COMMAND_MODULES = [
+    "robustcompress.cli.core",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="robustcompress")
+def main() -> None:
+    """Compress CNNs (pruning, clustering, quantization), restore and measure their robustness.
+
+    Images are read in [0, 1]; every model normalises inside its first layer. Progress goes to
+    stderr; `--json` prints one JSON object on stdout. User errors exit with code 2.
+    """
+
+
+for _module in COMMAND_MODULES:
+    for _cmd in importlib.import_module(_module).COMMANDS:
+        main.add_command(_cmd)

@@ -1,0 +1,89 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import click
+
+from robustcompress.errors import RobustCompressError
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn a RobustCompressError into a one-paragraph message on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RobustCompressError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is kept (rerun to resume)", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def parse_fraction(text: str) -> float:
+    """'8/255' or '0.1' -> float; used for every epsilon on the command line."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise click.BadParameter(f"{text!r} is not a number or a fraction like 8/255") from None
+
+
+class FractionType(click.ParamType):
+    name = "NUMBER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float | int):
+            return float(value)
+        try:
+            return float(Fraction(str(value).strip()))
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number or a fraction like 8/255", param, ctx)
+
+
+FRACTION = FractionType()
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=None, sort_keys=True, default=str))
+
+
+def data_options(fn: Callable) -> Callable:
+    """--dataset, --data-root, --download, --limit-train, --limit-test."""
+    options = [
+        click.option("--dataset", default=None, help="fashion-mnist, mnist, cifar10, cifar100, npz:PATH, folder:PATH."),
+        click.option(
+            "--data-root",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Folder holding <dataset>/ files (default: $ROBUSTCOMPRESS_DATA, else a per-user cache).",
+        ),
+        click.option("--download", is_flag=True, help="Fetch missing official files (checksums verified)."),
+        click.option("--limit-train", type=click.IntRange(min=1), default=None, help="Use the first N training images."),
+        click.option("--limit-test", type=click.IntRange(min=1), default=None, help="Use the first N test images."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def common_options(fn: Callable) -> Callable:
+    """--seed, --device, --json."""
+    options = [
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

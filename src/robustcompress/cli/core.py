@@ -1,0 +1,3 @@
+"""Core commands: demo, train, evaluate, run, results (filled in by the foundation)."""
+
+COMMANDS: list = []

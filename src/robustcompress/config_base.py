@@ -1,0 +1,36 @@
+"""Base for every serialisable config: pydantic, unknown keys refused, errors that name the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from robustcompress.errors import ConfigError
+
+
+class StrictConfig(BaseModel):
+    """A config dataclass: refuses unknown keys, validates types and ranges on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str = "") -> StrictConfig:
+        """Validate `data`; raise a ConfigError naming each bad key (prefixed by `where`)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, cls, where)) from None
+
+
+def describe_validation_error(exc: ValidationError, cls: type[BaseModel], where: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        full = f"{where}.{key}" if where and key else (where or key)
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(cls.model_fields))
+            lines.append(f"unknown key '{full}'; allowed keys: {allowed}")
+        else:
+            lines.append(f"'{full}': {err['msg']} (got {err.get('input')!r})")
+    return "invalid config: " + "; ".join(lines)

@@ -1,0 +1,49 @@
+"""Stages: named model transforms (prune, cluster, ptq, qat, finetune ...) with a config each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustcompress.config_base import StrictConfig
+from robustcompress.registry import Registry
+
+
+class StageConfig(StrictConfig):
+    """Base of every stage config; subclasses add their fields with defaults and ranges."""
+
+
+@dataclass
+class StageContext:
+    data: Any  # robustcompress.data.DataSplits
+    device: torch.device
+    seed: int = 0
+    train: Any = None  # robustcompress.training.TrainConfig: the experiment's, a default for fine-tuning
+    workdir: Path | None = None
+    parent: nn.Module | None = None  # the uncompressed baseline
+    log: Callable[[str], None] = field(default=lambda msg: None)
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    config_cls: type[StageConfig]
+    apply: Callable[[nn.Module, StageConfig, StageContext], nn.Module]
+
+
+STAGES: Registry[StageDef] = Registry("stage")
+
+
+def register_stage(name: str, config_cls: type[StageConfig]):
+    """Decorator: `@register_stage("prune", PruneConfig)` on `fn(model, cfg, ctx) -> model`."""
+
+    def add(fn):
+        STAGES.register(name)(StageDef(name, config_cls, fn))
+        return fn
+
+    return add
