@@ -10,3 +10,5 @@ from robustcompress.evaluation.registry import (
 )
 
 __all__ = ["EVALUATIONS", "EvalConfig", "EvalContext", "Metrics", "accuracy", "predict", "register_evaluation"]
+
+from robustcompress.evaluation import adversarial  # noqa: E402,F401  (registers "adversarial")
