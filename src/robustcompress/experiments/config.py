@@ -140,7 +140,9 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"grid/override key {key!r}: {'.'.join(parts[:i + 1])} is not an index of the list")
+                raise ConfigError(
+                    f"grid/override key {key!r}: {'.'.join(parts[: i + 1])} is not an index of the list"
+                )
             node = node[int(part)]
         else:
             node = node.setdefault(part, {})
