@@ -111,3 +111,13 @@ def test_run_config_with_unknown_key_exits_2(tmp_path):
     result = _run(["run", str(cfg)])
     assert result.exit_code == 2
     assert "train.learning_rate" in result.output and "lr" in result.output
+
+
+def test_demo_quick_runs_end_to_end(data_root, tmp_path):
+    out = tmp_path / "demo"
+    result = _run(["demo", "--quick", "--data-root", str(data_root), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert "baseline/baseline" in rows
+    assert all(0 <= m["acc.clean"] <= 1 for m in rows.values())
+    assert (out / "results.sqlite").is_file()

@@ -247,11 +247,11 @@ def evaluate_checkpoint(
     from robustcompress.data import load_dataset
     from robustcompress.device import resolve_device
     from robustcompress.evaluation import EVALUATIONS, EvalContext
-    from robustcompress.experiments.config import _typed
+    from robustcompress.experiments.config import parse_typed
     from robustcompress.plugins import load_plugins
 
     load_plugins()
-    typed = [_typed(e, EVALUATIONS, f"evaluations[{i}]") for i, e in enumerate(evaluations)]
+    typed = [parse_typed(e, EVALUATIONS, f"evaluations[{i}]") for i, e in enumerate(evaluations)]
     model, meta = load_checkpoint(checkpoint)
     dataset = dataset or meta.get("data", {}).get("dataset")
     if not dataset:
