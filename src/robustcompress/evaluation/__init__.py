@@ -9,6 +9,14 @@ from robustcompress.evaluation.registry import (
     register_evaluation,
 )
 
-__all__ = ["EVALUATIONS", "EvalConfig", "EvalContext", "Metrics", "accuracy", "predict", "register_evaluation"]
+__all__ = [
+    "EVALUATIONS",
+    "EvalConfig",
+    "EvalContext",
+    "Metrics",
+    "accuracy",
+    "predict",
+    "register_evaluation",
+]
 
 from robustcompress.evaluation import adversarial  # noqa: E402,F401  (registers "adversarial")
