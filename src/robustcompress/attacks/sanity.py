@@ -64,8 +64,8 @@ def check_steps(single_step_acc: float, iterative_acc: float, n: int, what: str 
     return None
 
 
-def check_large_eps(acc: float, eps: float) -> str | None:
-    if acc > LARGE_EPS_THRESHOLD:
+def check_large_eps(acc: float, eps: float, n: int) -> str | None:
+    if acc > max(LARGE_EPS_THRESHOLD, 2.5 / max(n, 1)):
         return (
             f"accuracy {acc:.4f} at eps {eps:g} (the whole image box) should be about 0: "
             "the attack cannot follow the gradients (rounding, saturation); use estimator='ste' or 'bpda'"

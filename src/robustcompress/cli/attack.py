@@ -1,0 +1,169 @@
+"""`robustcompress attack CKPT`: robust accuracy of a checkpoint under one attack (or a suite)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from robustcompress.cli.common import FRACTION, common_options, data_options, print_json, user_errors
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@data_options
+@click.option(
+    "--attack",
+    "attacks",
+    default="pgd",
+    show_default=True,
+    help="fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, transfer, cw, deepfool, or the suite 'standard'; "
+    "comma-separated for several.",
+)
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--eps",
+    type=FRACTION,
+    multiple=True,
+    required=True,
+    help="Perturbation budget in pixel scale [0, 1]; fractions like 8/255; repeat for a curve.",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Iterations (PGD default 20, APGD 100)."
+)
+@click.option("--step-size", type=FRACTION, default=None, help="PGD step (default 2.5 * eps / steps).")
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--n-examples", type=click.IntRange(min=1), default=None, help="Attack the first N test images."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--estimator",
+    type=click.Choice(["none", "ste", "bpda", "eot"]),
+    default="none",
+    show_default=True,
+    help="Gradients through rounding (ste), a named module (bpda), or a random model (eot).",
+)
+@click.option("--bpda-module", default=None, help="Dotted module name for --estimator bpda.")
+@click.option("--eot-samples", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--transfer-from",
+    type=click.Path(),
+    default=None,
+    help="Surrogate checkpoint: adds a transfer attack crafted on it (e.g. the uncompressed parent).",
+)
+@click.option(
+    "--queries", type=click.IntRange(min=1), default=None, help="Square attack queries (default 5000)."
+)
+@click.option("--no-cascade", is_flag=True, help="Run every attack on every clean-correct image.")
+@click.option("--no-sanity", is_flag=True, help="Skip the gradient-masking checks.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write an accuracy-vs-eps plot.")
+@common_options
+@user_errors
+def attack(
+    checkpoint,
+    dataset,
+    data_root,
+    download,
+    limit_train,
+    limit_test,
+    attacks,
+    norm,
+    eps,
+    steps,
+    step_size,
+    restarts,
+    n_examples,
+    batch_size,
+    estimator,
+    bpda_module,
+    eot_samples,
+    transfer_from,
+    queries,
+    no_cascade,
+    no_sanity,
+    plot,
+    seed,
+    device,
+    as_json,
+):
+    """Attack a checkpoint's test images; print clean and robust accuracy and any masking flags.
+
+    Example: robustcompress attack runs/x/model --attack pgd --eps 0.1 --steps 20 --step-size 0.01
+    """
+    from robustcompress.cli.core import evaluate_checkpoint
+
+    adv: dict[str, Any] = {
+        "type": "adversarial",
+        "attacks": [a.strip() for a in attacks.split(",") if a.strip()],
+        "norm": norm,
+        "eps": list(eps),
+        "restarts": restarts,
+        "batch_size": batch_size,
+        "estimator": estimator,
+        "eot_samples": eot_samples,
+        "cascade": not no_cascade,
+        "sanity": not no_sanity,
+    }
+    optional = {
+        "steps": steps,
+        "step_size": step_size,
+        "n_examples": n_examples,
+        "bpda_module": bpda_module,
+        "transfer_from": "parent" if transfer_from else None,
+    }
+    adv.update({k: v for k, v in optional.items() if v is not None})
+    if queries is not None:
+        adv["attack_params"] = {"square": {"queries": queries}}
+    metrics = evaluate_checkpoint(
+        checkpoint,
+        [{"type": "clean"}, adv],
+        dataset=dataset,
+        data_root=data_root,
+        download=download,
+        limit_test=limit_test,
+        parent=transfer_from,
+        seed=seed,
+        device=device,
+    )
+    if plot:
+        _plot(metrics, norm, plot)
+    if as_json:
+        print_json(metrics)
+        return
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        if not key.startswith("flag."):
+            click.echo(
+                f"{key.ljust(width)}  {value:.4f}"
+                if isinstance(value, float)
+                else f"{key.ljust(width)}  {value}"
+            )
+    for key, value in metrics.items():
+        if key.startswith("flag."):
+            click.echo(f"WARNING {key}: {value}", err=True)
+
+
+def _plot(metrics: dict[str, Any], norm: str, path: str) -> None:
+    from robustcompress.evaluation.adversarial import plot_accuracy_curves
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    prefix = "acc."
+    for key, value in metrics.items():
+        if not key.startswith(prefix) or f"_{norm}_" not in key:
+            continue
+        name, _, eps = key[len(prefix) :].rpartition(f"_{norm}_")
+        curves.setdefault(name, []).append((float(eps), float(value)))
+    clean = metrics.get("adv.clean_acc")
+    for name in curves:
+        if clean is not None:
+            curves[name].append((0.0, float(clean)))
+        curves[name] = sorted(set(curves[name]))
+    _log(f"plot: {plot_accuracy_curves(curves, path, norm=norm)}")
+
+
+COMMANDS = [attack]
