@@ -169,10 +169,11 @@ def main() -> None:
             acc[label] = fn(model, x, y, a) / len(x)
             best[label] = min(best[label], time.perf_counter() - start)
     print(
-        f"cnn8, {len(x)} Fashion-MNIST test images, batch {a.batch}, PGD-{a.steps} eps {a.eps} step {a.step}, "
+        f"cnn8, {len(x)} Fashion-MNIST test images, batch {a.batch}, "
+        f"PGD-{a.steps} eps {a.eps} step {a.step}, "
         f"clean accuracy {clean:.4f}, torch threads {torch.get_num_threads()}, best of {a.rounds} rounds"
     )
-    print(f"| method | images/s | vs plain loop | robust accuracy |\n|---|---|---|---|")
+    print("| method | images/s | vs plain loop | robust accuracy |\n|---|---|---|---|")
     base = len(x) / best["plain loop"]
     for label in methods:
         ips = len(x) / best[label]
@@ -190,12 +191,14 @@ def main() -> None:
         evaluate_robustness(model, xs, ys, "standard", a.eps, batch_size=a.batch, sanity=True)
         with_sanity = time.perf_counter() - start
         print(
-            f"\nstandard suite (AutoAttack settings: APGD-CE 100, APGD-T 9x100, Square 5000), {len(xs)} images:"
+            "\nstandard suite (AutoAttack settings: APGD-CE 100, APGD-T 9x100, Square 5000), "
+            f"{len(xs)} images:"
         )
         print(f"| run | seconds | PGD-{a.steps} equivalents | worst-case accuracy |\n|---|---|---|---|")
         print(f"| PGD-{a.steps} | {pgd_time:.1f} | 1.0 | |")
         print(
-            f"| standard suite | {suite_time:.1f} | {suite_time / pgd_time:.1f} | {100 * report.worst[a.eps]:.2f}% |"
+            f"| standard suite | {suite_time:.1f} | {suite_time / pgd_time:.1f} | "
+            f"{100 * report.worst[a.eps]:.2f}% |"
         )
         print(f"| standard + sanity checks | {with_sanity:.1f} | {with_sanity / pgd_time:.1f} | |")
         print("per attack (cascade):", {k: round(v, 4) for k, v in report.accuracy[a.eps].items()})
