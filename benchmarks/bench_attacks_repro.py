@@ -6,7 +6,7 @@ evaluate_robustness. CPU budgets force a shorter protocol than the paper's (see 
 settings and docs/benchmarks/attacks.md); wall times are printed for every phase.
 
     python benchmarks/bench_attacks_repro.py --data-root ../shared/data --epochs 3 \
-        --finetune fgsm_rs:3 --finetune pgd:1 --n-eval 1000 --n-suite 500
+        --finetune fgsm_rs:1 --finetune pgd:1:150 --pgd-train-steps 5 --n-eval 1000 --n-suite 300
 """
 
 from __future__ import annotations
@@ -60,11 +60,16 @@ def main() -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--epochs", type=int, default=3, help="standard training epochs (paper: 20)")
     ap.add_argument(
-        "--finetune", action="append", default=[], help="objective:epochs, e.g. pgd:3 (repeatable)"
+        "--finetune",
+        action="append",
+        default=[],
+        help="objective:epochs[:batches per epoch], e.g. pgd:3 (repeatable)",
     )
     ap.add_argument(
         "--pgd-train-steps", type=int, default=10, help="PGD steps in pgd fine-tuning (paper: 20)"
     )
+    ap.add_argument("--max-steps", type=int, default=None, help="cap on fine-tuning batches per epoch")
+    ap.add_argument("--save", default=None, help="folder to save the standard model checkpoint in")
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-suite", type=int, default=500)
     ap.add_argument("--suite-steps", type=int, default=50)
@@ -94,11 +99,16 @@ def main() -> None:
     start = time.perf_counter()
     fit(model, splits, cfg, device="cpu", seed=0, progress=False)
     row = {"model": f"standard ({args.epochs} ep)", "train_seconds": time.perf_counter() - start}
+    if args.save:
+        from robustcompress.checkpoint import save_checkpoint
+
+        save_checkpoint(args.save, model, {"data": {"dataset": "fashion-mnist"}})
     row.update(evaluate(model, splits.test, args.n_eval, args.n_suite, suite))
     print(json.dumps(row), flush=True)
 
     for recipe in args.finetune:
-        name, _, epochs = recipe.partition(":")
+        name, epochs, cap = (recipe.split(":") + ["", ""])[:3]
+        cap = int(cap) if cap else args.max_steps
         params = {"eps": EPS}
         if name == "pgd":
             params.update(steps=args.pgd_train_steps, step_size=2.5 * EPS / args.pgd_train_steps)
@@ -112,11 +122,12 @@ def main() -> None:
             weight_decay=0.0,
             objective=name,
             objective_params=params,
+            max_steps_per_epoch=cap,
         )
         start = time.perf_counter()
         fit(tuned, splits, ft, device="cpu", seed=0, progress=False)
         row = {
-            "model": f"T_ad {name} ({ft.epochs} ep)",
+            "model": f"T_ad {name} ({ft.epochs} ep" + (f", {cap} batches/ep)" if cap else ")"),
             "objective_params": params,
             "train_seconds": time.perf_counter() - start,
         }
