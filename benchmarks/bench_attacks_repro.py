@@ -70,6 +70,8 @@ def main() -> None:
     )
     ap.add_argument("--max-steps", type=int, default=None, help="cap on fine-tuning batches per epoch")
     ap.add_argument("--save", default=None, help="folder to save the standard model checkpoint in")
+    ap.add_argument("--load", default=None, help="start from this standard model checkpoint (skip training)")
+    ap.add_argument("--skip-standard-eval", action="store_true")
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-suite", type=int, default=500)
     ap.add_argument("--suite-steps", type=int, default=50)
@@ -83,28 +85,35 @@ def main() -> None:
     print(json.dumps({"settings": vars(args)}), flush=True)
 
     splits = load_dataset("fashion-mnist", root=args.data_root, val_fraction=1 / 60, seed=0)
-    torch.manual_seed(0)
-    model = ModelSpec.for_data("cnn8", splits.info).build()
-    # paper 003: SGD without momentum, lr 0.1 for four epochs then 0.01
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.0,
-        schedule="step",
-        step_every=4,
-        gamma=0.1,
-        weight_decay=0.0,
-    )
-    start = time.perf_counter()
-    fit(model, splits, cfg, device="cpu", seed=0, progress=False)
-    row = {"model": f"standard ({args.epochs} ep)", "train_seconds": time.perf_counter() - start}
-    if args.save:
-        from robustcompress.checkpoint import save_checkpoint
+    if args.load:
+        from robustcompress.checkpoint import load_checkpoint
 
-        save_checkpoint(args.save, model, {"data": {"dataset": "fashion-mnist"}})
-    row.update(evaluate(model, splits.test, args.n_eval, args.n_suite, suite))
-    print(json.dumps(row), flush=True)
+        model, _ = load_checkpoint(args.load)
+        row = {"model": f"standard (loaded from {args.load})"}
+    else:
+        torch.manual_seed(0)
+        model = ModelSpec.for_data("cnn8", splits.info).build()
+        # paper 003: SGD without momentum, lr 0.1 for four epochs then 0.01
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            batch_size=128,
+            lr=0.1,
+            momentum=0.0,
+            schedule="step",
+            step_every=4,
+            gamma=0.1,
+            weight_decay=0.0,
+        )
+        start = time.perf_counter()
+        fit(model, splits, cfg, device="cpu", seed=0, progress=False)
+        row = {"model": f"standard ({args.epochs} ep)", "train_seconds": time.perf_counter() - start}
+        if args.save:
+            from robustcompress.checkpoint import save_checkpoint
+
+            save_checkpoint(args.save, model, {"data": {"dataset": "fashion-mnist"}})
+    if not args.skip_standard_eval:
+        row.update(evaluate(model, splits.test, args.n_eval, args.n_suite, suite))
+        print(json.dumps(row), flush=True)
 
     for recipe in args.finetune:
         name, epochs, cap = (recipe.split(":") + ["", ""])[:3]
