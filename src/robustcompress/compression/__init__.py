@@ -1,0 +1,1 @@
+"""Compression techniques: pruning, clustering, quantization and the compressed file format."""
