@@ -1,0 +1,107 @@
+"""Structured 50% channel pruning: MACs and measured CPU latency, ours against Torch-Pruning.
+
+For each model (CIFAR inputs, 3x32x32, 10 classes, width 1) this builds the dense model, our
+channel-pruned + hardened model and Torch-Pruning's (GroupMagnitudeImportance, BasePruner,
+pruning_ratio 0.5, classifier ignored) in the same process, then times forward passes on the CPU
+under torch.inference_mode. Timing is interleaved (dense, ours, theirs, dense, ...) so that load
+from other processes hits all variants alike; the figure is the median per variant.
+
+    efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs)
+
+1.0 means the measured speed-up equals the MAC reduction.
+
+Run: .venv/bin/python benchmarks/bench_pruning_channels.py [--models resnet18 vgg16 mobilenetv2]
+     [--rounds 15] [--threads 2] [--round-to 1]
+Torch-Pruning is not a project dependency: `pip install torch-pruning` in your venv first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from robustcompress.compression.pruning import harden, prune_channels
+from robustcompress.evaluation.efficiency import count_macs, count_params
+from robustcompress.models import build_model
+
+
+def torch_pruning_variant(model, example):
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    pruner = tp.pruner.BasePruner(
+        model, example, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5,
+        ignored_layers=[last],
+    )  # fmt: skip
+    pruner.step()
+    return model
+
+
+def ours_variant(model, example, round_to: int):
+    model = copy.deepcopy(model)
+    prune_channels(model, 0.5, importance="l1", round_to=round_to, example_input=example)
+    return harden(model, example_input=example)
+
+
+def interleaved_latency(variants: dict, batch: int, rounds: int, warmup: int = 2) -> dict[str, float]:
+    x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode():
+        for m in variants.values():
+            for _ in range(warmup):
+                m(x)
+        for _ in range(rounds):
+            for name, m in variants.items():
+                t0 = time.perf_counter()
+                m(x)
+                times[name].append(time.perf_counter() - t0)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["resnet18", "vgg16", "mobilenetv2"])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds-b1", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--round-to", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    example = torch.rand(1, 3, 32, 32)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, rounds b64 {args.rounds}, b1 {args.rounds_b1}")
+    header = (
+        "| model | variant | params | MACs | MAC reduction | ms b64 | speed-up b64 | efficiency b64 "
+        "| ms b1 | speed-up b1 | efficiency b1 |"
+    )
+    rows = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in args.models:
+        torch.manual_seed(0)
+        dense = build_model(name, num_classes=10, in_channels=3, input_size=32).eval()
+        variants = {
+            "dense": dense,
+            f"robustcompress (round_to={args.round_to})": ours_variant(dense, example, args.round_to).eval(),
+            "Torch-Pruning 1.6": torch_pruning_variant(dense, example).eval(),
+        }
+        macs = {k: count_macs(m, example)[0] for k, m in variants.items()}
+        for k, m in variants.items():  # every variant must still produce logits of the right shape
+            assert m(example).shape == (1, 10), k
+        lat64 = interleaved_latency(variants, 64, args.rounds)
+        lat1 = interleaved_latency(variants, 1, args.rounds_b1)
+        for k, m in variants.items():
+            red = macs["dense"] / macs[k]
+            s64, s1 = lat64["dense"] / lat64[k], lat1["dense"] / lat1[k]
+            rows.append(
+                f"| {name} | {k} | {count_params(m)[0] / 1e6:.2f}M | {macs[k] / 1e6:.1f}M | {red:.2f}x "
+                f"| {lat64[k]:.1f} | {s64:.2f}x | {s64 / red:.2f} | {lat1[k]:.2f} | {s1:.2f}x | {s1 / red:.2f} |"
+            )
+        print("\n".join(rows[-3:]), flush=True)
+    print("\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
