@@ -73,7 +73,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     example = torch.rand(1, 3, 32, 32)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, rounds b64 {args.rounds}, b1 {args.rounds_b1}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, rounds b64 {args.rounds}, b1 {args.rounds_b1}"
+    )
     header = (
         "| model | variant | params | MACs | MAC reduction | ms b64 | speed-up b64 | efficiency b64 "
         "| ms b1 | speed-up b1 | efficiency b1 |"

@@ -58,7 +58,9 @@ def test_counts_of_masked_and_hardened_models():
     prune_channels(small, 0.5, example_input=x)
     harden(small, example_input=x)
     hard_macs, hard_nonzero_macs = count_macs(small, x)
-    assert hard_macs == hard_nonzero_macs and 3.5 < dense_macs / hard_macs < 4.1  # both sides of each conv halve
+    assert (
+        hard_macs == hard_nonzero_macs and 3.5 < dense_macs / hard_macs < 4.1
+    )  # both sides of each conv halve
 
 
 def test_latency_and_the_efficiency_evaluation(tmp_path):

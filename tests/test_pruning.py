@@ -25,7 +25,6 @@ from robustcompress.evaluation.efficiency import count_params, layer_sparsity
 from robustcompress.models import build_model
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small tensors on a shared 2-core machine: one intra-op thread is several times faster."""
@@ -79,7 +78,9 @@ def test_layerwise_pruning_hits_the_sparsity_in_every_layer():
 
 def test_overrides_exclude_and_layer_types():
     model = build_model("vgg11", width=0.25)
-    prune_unstructured(model, 0.5, "global", layers=["conv"], exclude=["*features.0"], overrides={"*.25": 0.2})
+    prune_unstructured(
+        model, 0.5, "global", layers=["conv"], exclude=["*features.0"], overrides={"*.25": 0.2}
+    )
     w = _weights(model, prunable_layers(model))
     assert int((w["net.features.0"] == 0).sum()) == 0
     assert int((w["net.features.25"] == 0).sum()) == round(0.2 * w["net.features.25"].numel())
@@ -260,7 +261,11 @@ class WithGroupNorm(nn.Module):
 
 @pytest.mark.parametrize(
     ("model", "message"),
-    [(Sliced(), "indexing or slicing"), (DataDependent(), "torch.fx-traceable"), (WithGroupNorm(), "GroupNorm")],
+    [
+        (Sliced(), "indexing or slicing"),
+        (DataDependent(), "torch.fx-traceable"),
+        (WithGroupNorm(), "GroupNorm"),
+    ],
 )
 def test_unsupported_constructs_give_a_clear_error(model, message):
     with pytest.raises(UnsupportedModelError, match=message):
