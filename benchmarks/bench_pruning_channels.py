@@ -11,7 +11,7 @@ from other processes hits all variants alike; the figure is the median per varia
 1.0 means the measured speed-up equals the MAC reduction.
 
 Run: .venv/bin/python benchmarks/bench_pruning_channels.py [--models resnet18 vgg16 mobilenetv2]
-     [--rounds 15] [--threads 2] [--round-to 1]
+     [--rounds 15] [--threads 1] [--round-to 1 8]
 Torch-Pruning is not a project dependency: `pip install torch-pruning` in your venv first.
 """
 
@@ -68,14 +68,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resnet18", "vgg16", "mobilenetv2"])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--rounds-b1", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--round-to", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     example = torch.rand(1, 3, 32, 32)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, rounds b64 {args.rounds}, b1 {args.rounds_b1}"
-    )
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, rounds b64 {args.rounds}, b1 {args.rounds_b1}")
     header = (
         "| model | variant | params | MACs | MAC reduction | ms b64 | speed-up b64 | efficiency b64 "
         "| ms b1 | speed-up b1 | efficiency b1 |"
@@ -84,11 +83,10 @@ def main() -> None:
     for name in args.models:
         torch.manual_seed(0)
         dense = build_model(name, num_classes=10, in_channels=3, input_size=32).eval()
-        variants = {
-            "dense": dense,
-            f"robustcompress (round_to={args.round_to})": ours_variant(dense, example, args.round_to).eval(),
-            "Torch-Pruning 1.6": torch_pruning_variant(dense, example).eval(),
-        }
+        variants = {"dense": dense}
+        for r in args.round_to:
+            variants[f"robustcompress round_to={r}"] = ours_variant(dense, example, r).eval()
+        variants["Torch-Pruning 1.6"] = torch_pruning_variant(dense, example).eval()
         macs = {k: count_macs(m, example)[0] for k, m in variants.items()}
         for k, m in variants.items():  # every variant must still produce logits of the right shape
             assert m(example).shape == (1, 10), k
@@ -99,9 +97,10 @@ def main() -> None:
             s64, s1 = lat64["dense"] / lat64[k], lat1["dense"] / lat1[k]
             rows.append(
                 f"| {name} | {k} | {count_params(m)[0] / 1e6:.2f}M | {macs[k] / 1e6:.1f}M | {red:.2f}x "
-                f"| {lat64[k]:.1f} | {s64:.2f}x | {s64 / red:.2f} | {lat1[k]:.2f} | {s1:.2f}x | {s1 / red:.2f} |"
+                f"| {lat64[k]:.1f} | {s64:.2f}x | {s64 / red:.2f} "
+                f"| {lat1[k]:.2f} | {s1:.2f}x | {s1 / red:.2f} |"
             )
-        print("\n".join(rows[-3:]), flush=True)
+        print("\n".join(rows[-len(variants) :]), flush=True)
     print("\n" + "\n".join(rows))
 
 

@@ -147,11 +147,10 @@ def test_pruned_models_round_trip_through_checkpoints(kind, tmp_path):
 def test_compress_cli_prunes_channels(trained_cnn8, data_root, tmp_path):
     model = copy.deepcopy(trained_cnn8[0])
     save_checkpoint(tmp_path / "base", model, {"data": {"dataset": "fashion-mnist"}})
-    result = CliRunner().invoke(
-        main,
-        ["compress", str(tmp_path / "base"), "--prune", "channel", "--amount", "0.5", "--out", str(tmp_path / "out"),
-         "--data-root", str(data_root), "--limit-train", "300", "--limit-test", "200", "--device", "cpu", "--json"],
-    )  # fmt: skip
+    args = ["compress", str(tmp_path / "base"), "--prune", "channel", "--amount", "0.5"]
+    args += ["--out", str(tmp_path / "out"), "--data-root", str(data_root), "--limit-train", "300"]
+    args += ["--limit-test", "200", "--device", "cpu", "--json"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 < metrics["acc.clean"] <= 1
