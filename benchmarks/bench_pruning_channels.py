@@ -1,17 +1,18 @@
 """Structured 50% channel pruning: MACs and measured CPU latency, ours against Torch-Pruning.
 
 For each model (CIFAR inputs, 3x32x32, 10 classes, width 1) this builds the dense model, our
-channel-pruned + hardened model and Torch-Pruning's (GroupMagnitudeImportance, BasePruner,
-pruning_ratio 0.5, classifier ignored) in the same process, then times forward passes on the CPU
-under torch.inference_mode. Timing is interleaved (dense, ours, theirs, dense, ...) so that load
-from other processes hits all variants alike; the figure is the median per variant.
+channel-pruned model before hardening (masked), our hardened models (round_to 1 and 8) and
+Torch-Pruning's (GroupMagnitudeImportance, BasePruner, pruning_ratio 0.5, classifier ignored) in
+the same process, then times forward passes on the CPU under torch.inference_mode. Timing is
+interleaved (one pass of each variant per round, the order rotated every round) so that load from
+other processes hits all variants alike; the figure is the median per variant.
 
     efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs)
 
 1.0 means the measured speed-up equals the MAC reduction.
 
 Run: .venv/bin/python benchmarks/bench_pruning_channels.py [--models resnet18 vgg16 mobilenetv2]
-     [--rounds 15] [--threads 1] [--round-to 1 8]
+     [--rounds 21] [--rounds-b1 100] [--threads 1] [--round-to 1 8]
 Torch-Pruning is not a project dependency: `pip install torch-pruning` in your venv first.
 """
 
@@ -42,10 +43,10 @@ def torch_pruning_variant(model, example):
     return model
 
 
-def ours_variant(model, example, round_to: int):
+def ours_variant(model, example, round_to: int, hardened: bool = True):
     model = copy.deepcopy(model)
     prune_channels(model, 0.5, importance="l1", round_to=round_to, example_input=example)
-    return harden(model, example_input=example)
+    return harden(model, example_input=example) if hardened else model
 
 
 def interleaved_latency(variants: dict, batch: int, rounds: int, warmup: int = 2) -> dict[str, float]:
@@ -55,10 +56,11 @@ def interleaved_latency(variants: dict, batch: int, rounds: int, warmup: int = 2
         for m in variants.values():
             for _ in range(warmup):
                 m(x)
-        for _ in range(rounds):
-            for name, m in variants.items():
+        names = list(variants)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no position bias
                 t0 = time.perf_counter()
-                m(x)
+                variants[name](x)
                 times[name].append(time.perf_counter() - t0)
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
@@ -66,8 +68,8 @@ def interleaved_latency(variants: dict, batch: int, rounds: int, warmup: int = 2
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["resnet18", "vgg16", "mobilenetv2"])
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--rounds-b1", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--rounds-b1", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8])
     args = ap.parse_args()
@@ -83,7 +85,10 @@ def main() -> None:
     for name in args.models:
         torch.manual_seed(0)
         dense = build_model(name, num_classes=10, in_channels=3, input_size=32).eval()
-        variants = {"dense": dense}
+        variants = {
+            "dense": dense,
+            "masked, not hardened": ours_variant(dense, example, 1, hardened=False).eval(),
+        }
         for r in args.round_to:
             variants[f"robustcompress round_to={r}"] = ours_variant(dense, example, r).eval()
         variants["Torch-Pruning 1.6"] = torch_pruning_variant(dense, example).eval()
