@@ -58,11 +58,11 @@ def layer_sparsity(model: nn.Module) -> list[dict]:
         if isinstance(module, CONV_LINEAR):
             w = module.weight.detach()
             nonzero = int(torch.count_nonzero(w))
+            kind = type(module).__name__.removeprefix("Parametrized")
             sparse = 1 - nonzero / max(w.numel(), 1)
             rows.append(
-                {"layer": name, "type": type(module).__name__, "weights": w.numel(), "nonzero": nonzero,
-                 "sparsity": sparse}
-            )  # fmt: skip
+                {"layer": name, "type": kind, "weights": w.numel(), "nonzero": nonzero, "sparsity": sparse}
+            )
     return rows
 
 
