@@ -156,3 +156,17 @@ def test_compress_cli_prunes_channels(trained_cnn8, data_root, tmp_path):
     assert 0 < metrics["acc.clean"] <= 1
     loaded, _ = load_checkpoint(tmp_path / "out")
     assert count_params(loaded)[0] < 0.3 * count_params(model)[0]
+
+
+def test_channel_stage_options(fmnist):
+    model = build_model("cnn8", in_channels=1, input_size=28, width=0.25)
+    pruned = _apply(
+        model, fmnist, method="channel", amount=0.5, keep_first=True, overrides={"*features.6.0": 0.75}
+    )
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [8, 4, 8, 8, 8, 16]
+    assert pruned.net.classifier[1].out_features == 32 and pruned.net.classifier[4].out_features == 10
+
+    masked = _apply(build_model("cnn8", in_channels=1, input_size=28, width=0.25), fmnist, method="channel",
+                    amount=0.5, harden=False)  # fmt: skip
+    assert is_masked(masked) and masked.net.features[0][0].out_channels == 8
