@@ -39,44 +39,17 @@ PASS_MODULES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
 )  # fmt: skip
 # channel i in -> channel i out, but zero in gives non-zero out: channels stay
-FREEZE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
-PASS_FUNCTIONS = set(
-    [
-        "relu",
-        "relu_",
-        "relu6",
-        "hardtanh",
-        "hardtanh_",
-        "leaky_relu",
-        "elu",
-        "silu",
-        "gelu",
-        "mish",
-        "hardswish",
-        "tanh",
-        "dropout",
-        "dropout1d",
-        "dropout2d",
-        "contiguous",
-        "clone",
-        "detach",
-        "max_pool1d",
-        "max_pool2d",
-        "max_pool3d",
-        "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d",
-        "adaptive_max_pool2d",
-        "identity",
-        "neg",
-        "abs",
-    ]
-)
-FREEZE_FUNCTIONS = {"sigmoid", "hardsigmoid", "softplus", "exp", "cos"}
+FREEZE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.Softmax, nn.LogSoftmax)
+PASS_FUNCTIONS = {
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "elu", "silu", "gelu", "mish",
+    "hardswish", "tanh", "dropout", "dropout1d", "dropout2d", "contiguous", "clone", "detach", "neg",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "abs",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "identity", "interpolate",
+}  # fmt: skip
+FREEZE_FUNCTIONS = {"sigmoid", "hardsigmoid", "softplus", "exp", "cos", "softmax", "log_softmax"}
 ADD = {"add", "add_", "iadd", "sub", "sub_", "isub"}
 MUL = {"mul", "mul_", "imul", "truediv", "div", "div_", "itruediv"}
 CAT = {"cat", "concat", "concatenate"}
