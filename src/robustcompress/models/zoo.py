@@ -15,6 +15,9 @@ from robustcompress.models import cnn, mobilenetv2, resnet, vgg
 from robustcompress.models.normalize import NormalizedModel
 from robustcompress.registry import Registry
 
+SPEC_ATTR = "_rc_spec"
+STRUCTURE_ATTR = "_rc_structure"
+
 # A factory takes num_classes, in_channels, width, input_size and options; returns the network
 # without normalisation (NormalizedModel adds it).
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -77,7 +80,22 @@ class ModelSpec:
             net = MODELS.get(self.name)(
                 self.num_classes, self.in_channels, self.width, self.input_size, stem=self.stem, **self.options
             )
-        return NormalizedModel(net, mean, std)
+        model = NormalizedModel(net, mean, std)
+        object.__setattr__(model, SPEC_ATTR, self.to_dict())  # lets checkpoints rebuild it
+        object.__setattr__(model, STRUCTURE_ATTR, [])
+        return model
+
+    @classmethod
+    def for_data(cls, name: str, info: Any, **kwargs: Any) -> ModelSpec:
+        """A spec whose classes, channels, input size and normalisation come from a DatasetInfo."""
+        base = dict(
+            num_classes=info.num_classes,
+            in_channels=info.in_channels,
+            input_size=info.input_size,
+            mean=list(info.mean),
+            std=list(info.std),
+        )
+        return cls(name=name, **{**base, **kwargs})
 
 
 def build_model(name: str, **kwargs: Any) -> NormalizedModel:
