@@ -28,12 +28,6 @@ from robustcompress.data.safe_pickle import load_restricted_pickle
 from robustcompress.errors import DataError
 
 
-@pytest.fixture(scope="session")
-def data_root() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return Path(os.environ.get("ROBUSTCOMPRESS_TEST_DATA", default))
-
-
 def py2_pickle(obj) -> bytes:
     """Pickle dicts, lists, str, int and uint8 arrays with the opcodes Python 2 + numpy wrote into the
     official CIFAR batches (protocol 2, byte strings as BINSTRING, numpy.core.multiarray._reconstruct)."""

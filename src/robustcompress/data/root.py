@@ -47,6 +47,9 @@ def missing_files_error(
 ) -> DataError:
     """A DataError naming the dataset, the folder searched, each file expected there, and the fix."""
     files = ", ".join(missing)
-    where = f"folder {folder}" if folder.is_dir() else f"folder {folder} (which does not exist)"
+    absent = folder
+    while not absent.parent.exists() and absent.parent != absent:
+        absent = absent.parent
+    where = f"folder {folder}" if folder.is_dir() else f"folder {folder} ({absent} does not exist)"
     message = f"dataset {name!r}: missing {files} in {where}{alternative}. {HOW_TO_FIX}"
     return DataError(f"{message} {hint}" if hint else message)
