@@ -1,5 +1,8 @@
 import json
 
+from click.testing import CliRunner
+
+from robustcompress.cli import main
 from robustcompress.experiments.config import ExperimentConfig, expand_grid, load_config
 from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import ResultsStore
@@ -9,7 +12,7 @@ def _config(tmp_path, data_root, extra=""):
     path = tmp_path / "exp.toml"
     path.write_text(f"""
 name = "tiny"
-output = "{tmp_path / 'out'}"
+output = "{tmp_path / "out"}"
 [data]
 dataset = "fashion-mnist"
 root = "{data_root}"
@@ -46,12 +49,20 @@ stages = [{type = "finetune", epochs = 1}]
     saved = json.loads((tmp_path / "out" / "tiny_tuned" / "metrics.json").read_text())
     assert saved["models"]["final"]["acc.clean"] == tuned.metrics["final"]["acc.clean"]
     store = ResultsStore(tmp_path / "out" / "results.sqlite")
-    assert store.metrics("tiny/tuned")[("tiny/tuned", "final")]["acc.clean"] == tuned.metrics["final"]["acc.clean"]
+    assert (
+        store.metrics("tiny/tuned")[("tiny/tuned", "final")]["acc.clean"]
+        == tuned.metrics["final"]["acc.clean"]
+    )
 
     logs.clear()
     again = run_experiments(cfg, progress=False, log=logs.append)
     assert not any("training" in m or "evaluating" in m or "stage" in m for m in logs)
     assert again[1].metrics == tuned.metrics
+
+    shown = CliRunner().invoke(main, ["results", str(tmp_path / "out")])
+    assert shown.exit_code == 0 and "tiny/tuned" in shown.output and "acc.clean" in shown.output
+    missing = CliRunner().invoke(main, ["results", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no results store" in missing.output
 
 
 def test_grid_expands_to_named_points():
