@@ -31,8 +31,8 @@ def report(output_folder, out, markdown, columns):
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     results = load_results(output_folder)
     table = comparison_table(results, cols)  # validates --columns before anything is written
-    path = write_report(output_folder, out, columns=cols, log=lambda msg: click.echo(msg, err=True))
     click.echo(table.markdown() if markdown else table.text())
+    path = write_report(output_folder, out, columns=cols, log=lambda msg: click.echo(msg, err=True))
     click.echo(f"report: {path}", err=True)
 
 

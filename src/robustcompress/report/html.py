@@ -124,13 +124,29 @@ def render_report(
         config = results.configs.get(name)
         parts += [
             f"<h3>{e(name)}</h3>",
+            f"<p>recipe: {e(recipe_summary(config))}</p>" if config is not None else "",
             table_html(comparison_table(results, columns, rows=models, objectives=(), strict=False)),
             "<details><summary>config</summary><pre>"
-            + e(json.dumps(config, indent=2, sort_keys=True) if config is not None else "(not stored)")
+            + e(
+                json.dumps(config, indent=2, sort_keys=True) if config is not None else "(not stored)",
+                quote=False,
+            )
             + "</pre></details>",
         ]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def recipe_summary(config: dict) -> str:
+    """'prune(amount=0.5, method=global) -> finetune(epochs=1)' from a stored experiment config."""
+    stages = config.get("stages") or []
+    if not stages:
+        return "baseline only (no stages)"
+    steps = []
+    for stage in stages:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(stage.items()) if k != "type")
+        steps.append(f"{stage.get('type', '?')}({params})")
+    return " -> ".join(steps)
 
 
 def table_html(table: Table) -> str:

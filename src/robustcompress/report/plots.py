@@ -125,10 +125,9 @@ def _scale(metric: str, v: float) -> float:
 
 
 def _axis_label(metric: str) -> str:
-    unit = {"fraction": " (%)", "ratio": " (x)", "ms": " (ms)", "bytes": " (bytes)"}.get(
-        metric_kind(metric), ""
-    )
-    return metric + unit
+    units = {"fraction": "%", "score": "100 = baseline", "ratio": "x", "ms": "ms", "bytes": "bytes"}
+    unit = units.get(metric_kind(metric))
+    return f"{metric} ({unit})" if unit else metric
 
 
 def _missing(x: str, y: str, rows: Sequence[ModelRow]) -> str:
