@@ -232,7 +232,8 @@ def test_cli_report(study, real_run, tmp_path):
     assert out.is_file() and "| model | pareto |" in res.output
     assert "gradient-masking flag" in res.output  # stderr is mixed into output by CliRunner
 
-    res = CliRunner().invoke(main, ["report", str(folder), "--columns", "acc.clean,size.ratio"])
+    db = str(folder / "results.sqlite")  # the store file itself works too
+    res = CliRunner().invoke(main, ["report", db, "--columns", "acc.clean,size.ratio"])
     assert res.exit_code == 0 and (folder / "report.html").is_file()
     assert res.output.splitlines()[0].split() == ["model", "pareto", "acc.clean", "size.ratio", "flags"]
 
@@ -247,3 +248,20 @@ def test_empty_store_reports_no_results(tmp_path):
     ResultsStore(tmp_path / "results.sqlite")
     html = write_report(tmp_path).read_text()
     assert "No results yet" in html
+
+
+def test_grid_baselines_are_each_shown_and_named(tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    for width, art, acc in (("0.5", "a1", 0.7), ("1.0", "a2", 0.8)):
+        name = f"g[width={width}]"
+        store.add_experiment(name, {"name": name, "stages": []})
+        store.add_metrics(name, "baseline", art, "clean", {"acc.clean": acc, "size.bytes": 2.5e6})
+    store.add_metrics("g[width=1.0]", "final", "a3", "clean", {"acc.clean": 0.75, "size.bytes": 6.25e5})
+    results = load_results(tmp_path)
+    assert [r.label for r in results.comparison_rows()] == [
+        "g[width=0.5] (baseline)",
+        "g[width=1.0] (baseline)",
+        "g[width=1.0]",
+    ]
+    final = comparison_table(results, ["size.bytes"]).rows[2]
+    assert final[1].plain() == "625 kB (-75.0%)" and final[1].sign == 1

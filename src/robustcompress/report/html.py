@@ -18,7 +18,7 @@ from pathlib import Path
 
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, pareto_front
 from robustcompress.report.plots import make_plots
-from robustcompress.report.results import Results, load_results
+from robustcompress.report.results import Results, load_results, results_path
 from robustcompress.report.tables import Table, comparison_table, measured_objectives
 
 REPORT_NAME = "report.html"
@@ -56,7 +56,7 @@ def write_report(
     `log` hears about skipped plots and raised gradient-masking flags.
     """
     results = load_results(output_folder)
-    target = Path(path) if path is not None else Path(output_folder) / REPORT_NAME
+    target = Path(path) if path is not None else results_path(output_folder).parent / REPORT_NAME
     text = render_report(results, columns=columns, objectives=objectives, log=log)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
