@@ -1,1 +1,0 @@
-"""Compression techniques: pruning, clustering, quantization and the compressed file format."""
