@@ -25,8 +25,8 @@ from robustcompress.errors import ConfigError
 from robustcompress.evaluation import accuracy
 from robustcompress.evaluation.efficiency import count_params, sparsity
 from robustcompress.experiments.stages import STAGES, StageContext
-from robustcompress.models import build_model
-from robustcompress.training import TrainConfig
+from robustcompress.models import ModelSpec, build_model
+from robustcompress.training import TrainConfig, fit
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +35,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def small_cnn8(fmnist):
+    """(model, splits): a half-width cnn8 trained 2 epochs on 1000 Fashion-MNIST images (a few seconds)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = ModelSpec.for_data("cnn8", fmnist.info, width=0.5).build()
+    fit(model, fmnist, TrainConfig(epochs=2, batch_size=32, lr=0.05), device="cpu", seed=0, progress=False)
+    torch.set_num_threads(previous)
+    return model.eval(), fmnist
 
 
 def _ctx(splits) -> StageContext:
@@ -61,33 +73,35 @@ def test_config_refuses_bad_values():
         PruneConfig.parse({"method": "global", "amount": 0.5, "steps_": 2})
 
 
-def test_oneshot_channel_stage_gives_a_smaller_hardened_model(trained_cnn8):
-    model, splits = copy.deepcopy(trained_cnn8[0]), trained_cnn8[1]
+def test_oneshot_channel_stage_gives_a_smaller_hardened_model(small_cnn8):
+    model, splits = copy.deepcopy(small_cnn8[0]), small_cnn8[1]
     dense = count_params(model)[0]
     base_acc = accuracy(model, splits.test)
     pruned = _apply(model, splits, method="channel", amount=0.5)
     assert not is_masked(pruned)
     assert count_params(pruned)[0] < 0.3 * dense
-    assert pruned.net.features[0][0].out_channels == 16
+    assert pruned.net.features[0][0].out_channels == 8
     acc = accuracy(pruned, splits.test)
-    assert 0.1 < acc <= base_acc + 0.02  # without fine-tuning accuracy drops, but the model still works
+    assert (
+        base_acc > 0.6 and 0.05 < acc <= base_acc + 0.02
+    )  # without fine-tuning accuracy drops, but the model still works
 
 
-def test_iterative_pruning_reaches_the_target_with_retraining(trained_cnn8):
-    model, splits = copy.deepcopy(trained_cnn8[0]), trained_cnn8[1]
+def test_iterative_pruning_reaches_the_target_with_retraining(small_cnn8):
+    model, splits = copy.deepcopy(small_cnn8[0]), small_cnn8[1]
     pruned = _apply(
         model, splits, method="global", amount=0.9, schedule="iterative", steps=3, finetune_epochs=1,
         max_steps_per_epoch=8,
     )  # fmt: skip
     assert is_masked(pruned)
-    assert sparsity(pruned) == pytest.approx(0.9, abs=1e-6)
-    oneshot = copy.deepcopy(trained_cnn8[0])
+    assert sparsity(pruned) == pytest.approx(0.9, abs=1e-5)  # exact to rounding: 1 / 147k weights
+    oneshot = copy.deepcopy(small_cnn8[0])
     prune_unstructured(oneshot, 0.9, "global")
     assert accuracy(pruned, splits.test) > accuracy(oneshot, splits.test) - 0.02
 
 
-def test_gradual_pruning_follows_the_polynomial_schedule(trained_cnn8):
-    model, splits = copy.deepcopy(trained_cnn8[0]), trained_cnn8[1]
+def test_gradual_pruning_follows_the_polynomial_schedule(small_cnn8):
+    model, splits = copy.deepcopy(small_cnn8[0]), small_cnn8[1]
     pruned = _apply(
         model, splits, method="layerwise", amount=0.8, schedule="gradual", finetune_epochs=1,
         max_steps_per_epoch=12, frequency=3, end_step=9,
@@ -144,8 +158,8 @@ def test_pruned_models_round_trip_through_checkpoints(kind, tmp_path):
                      "hardened": ["prune_masks", "prune_baked", "channel_pruned"]}[kind]  # fmt: skip
 
 
-def test_compress_cli_prunes_channels(trained_cnn8, data_root, tmp_path):
-    model = copy.deepcopy(trained_cnn8[0])
+def test_compress_cli_prunes_channels(small_cnn8, data_root, tmp_path):
+    model = copy.deepcopy(small_cnn8[0])
     save_checkpoint(tmp_path / "base", model, {"data": {"dataset": "fashion-mnist"}})
     args = ["compress", str(tmp_path / "base"), "--prune", "channel", "--amount", "0.5"]
     args += ["--out", str(tmp_path / "out"), "--data-root", str(data_root), "--limit-train", "300"]
