@@ -125,8 +125,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--step", type=float, default=0.01)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--suite-n", type=int, default=256, help="images for the standard-suite cost (0: skip)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     splits = load_dataset("fashion-mnist", root=a.data_root, limit_train=10000, limit_test=a.n, seed=0)
     if a.checkpoint:

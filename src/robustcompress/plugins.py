@@ -11,6 +11,8 @@ import importlib
 MODULES = [
     "robustcompress.training",
     "robustcompress.evaluation.clean",
+    "robustcompress.compression.pruning",
+    "robustcompress.evaluation.efficiency",
 ]
 
 
