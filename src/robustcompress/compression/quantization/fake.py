@@ -80,14 +80,6 @@ class WeightFakeQuant(nn.Module):
             return torch.sign(w) * s + (w - w.detach()) * (w.abs() <= s).to(w.dtype)  # STE inside [-s, s]
         return torch.clamp(round_ste(w / s), -self.qmax, self.qmax) * s
 
-    def integer_codes(self, w: torch.Tensor) -> torch.Tensor:
-        """The integer levels of (already fake-quantized) weights, for storage."""
-        with torch.no_grad():
-            s = self._view(self.scale.detach(), w)
-            if self.bits == 1:
-                return torch.sign(w).to(torch.int8)
-            return torch.clamp((w / s).round(), -self.qmax, self.qmax).to(torch.int8 if self.bits <= 8 else torch.int16)
-
 
 class ActFakeQuant(nn.Module):
     """Asymmetric fake quantizer for activations, calibrated by an observer.
