@@ -27,6 +27,7 @@ class StageContext:
     workdir: Path | None = None
     parent: nn.Module | None = None  # the uncompressed baseline
     log: Callable[[str], None] = field(default=lambda msg: None)
+    progress: bool = True  # show progress bars in long stages
 
 
 @dataclass(frozen=True)

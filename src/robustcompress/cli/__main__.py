@@ -1,0 +1,3 @@
+from robustcompress.cli import main
+
+main()

@@ -1,0 +1,163 @@
+"""The experiment config (TOML): data, model, training, ordered stages, evaluations, and a grid.
+
+Every section is validated; a bad key, type or value raises a ConfigError naming the key and the
+allowed values. Stages and evaluations are validated against their registered configs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from robustcompress.config_base import StrictConfig
+from robustcompress.errors import ConfigError
+from robustcompress.evaluation.registry import EVALUATIONS
+from robustcompress.experiments.stages import STAGES
+from robustcompress.training.config import TrainConfig
+
+
+class DataConfig(StrictConfig):
+    dataset: str = "fashion-mnist"
+    root: str | None = None
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    limit_train: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=1)
+    download: bool = False
+
+
+class ModelConfig(StrictConfig):
+    name: str = "cnn8"
+    width: float = Field(1.0, gt=0)
+    stem: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecipeConfig(StrictConfig):
+    """A named stage list; several recipes share one baseline (trained once)."""
+
+    name: str
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ExperimentConfig(StrictConfig):
+    name: str = "experiment"
+    seed: int = 0
+    device: str = "auto"
+    output: str = "runs"
+    evaluate_stages: bool = Field(False, description="also evaluate every intermediate stage")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    evaluations: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "clean"}])
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    recipes: list[RecipeConfig] = Field(default_factory=list)
+
+    def validated_stages(self) -> list[tuple[str, Any]]:
+        return [
+            parse_typed(entry, STAGES, f"stages[{i}]") for i, entry in enumerate(expand_presets(self.stages))
+        ]
+
+    def validated_evaluations(self) -> list[tuple[str, Any]]:
+        return [
+            parse_typed(entry, EVALUATIONS, f"evaluations[{i}]") for i, entry in enumerate(self.evaluations)
+        ]
+
+
+def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace `{type = "preset", name = "pcqat-int8"}` entries by the preset's stages."""
+    out: list[dict[str, Any]] = []
+    for entry in stages:
+        if entry.get("type") != "preset":
+            out.append(entry)
+            continue
+        from robustcompress.compression import presets  # late: compression registers stages on import
+
+        name = entry.get("name")
+        if name not in presets.PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(presets.PRESETS))}")
+        out.extend(copy.deepcopy(presets.PRESETS[name]))
+    return out
+
+
+def parse_typed(entry: dict[str, Any], registry, where: str) -> tuple[str, Any]:
+    if not isinstance(entry, dict) or "type" not in entry:
+        raise ConfigError(f"{where} needs a 'type' key; choose one of: {', '.join(registry.names())}")
+    body = {k: v for k, v in entry.items() if k != "type"}
+    definition = registry.get(entry["type"])
+    return entry["type"], definition.config_cls.parse(body, where=f"{where} ({entry['type']})")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    cfg = ExperimentConfig.parse(raw)
+    for cfg_i in expand_grid(cfg):  # validate every stage and evaluation of every grid point now
+        cfg_i.validated_stages()
+        cfg_i.validated_evaluations()
+    return cfg
+
+
+def expand_grid(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+    """One config per recipe and grid point (the cartesian product of `grid`'s dotted keys)."""
+    if cfg.recipes:
+        base = cfg.model_dump()
+        base.pop("recipes")
+        points = []
+        for recipe in cfg.recipes:
+            raw = {**copy.deepcopy(base), "name": f"{cfg.name}/{recipe.name}", "stages": recipe.stages}
+            points.extend(expand_grid(ExperimentConfig.parse(raw, where=f"recipes ({recipe.name})")))
+        return points
+    if not cfg.grid:
+        return [cfg]
+    keys = sorted(cfg.grid)
+    base = cfg.model_dump()
+    base.pop("grid")
+    base.pop("recipes")
+    out = []
+    for values in itertools.product(*(cfg.grid[k] for k in keys)):
+        raw = copy.deepcopy(base)
+        for key, value in zip(keys, values):
+            set_dotted(raw, key, value)
+        suffix = ",".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values))
+        raw["name"] = f"{cfg.name}[{suffix}]"
+        out.append(ExperimentConfig.parse(raw, where="grid"))
+    return out
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set raw['a']['b'][0]['c'] from 'a.b.0.c'; refuses paths that do not exist in the config."""
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"grid/override key {key!r}: {'.'.join(parts[: i + 1])} is not an index of the list"
+                )
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"grid/override key {key!r}: {last} is not an index of the list")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _short(value: Any) -> str:
+    return str(value) if not isinstance(value, dict | list) else "…"

@@ -1,0 +1,305 @@
+"""The fit loop: one loop for every objective, with early stopping, checkpoints and exact resume.
+
+Resume is exact because nothing depends on hidden state: the data order and dropout of epoch e
+are seeded from (seed, e), the learning rate is a function of e, and the optimizer state is saved.
+A run killed mid-epoch restarts that epoch from the last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustcompress.checkpoint import WEIGHTS, load_weights, read_meta, save_checkpoint, spec_of
+from robustcompress.device import resolve_device
+from robustcompress.errors import CheckpointError
+from robustcompress.evaluation.clean import accuracy
+from robustcompress.training.config import TrainConfig
+from robustcompress.training.objectives import make_objective
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+BEST_FILE = "best.safetensors"
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_acc: float = float("nan")
+    best_epoch: int = -1
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    cfg: TrainConfig,
+    objective: Any = None,
+    *,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `model` in place on data.train, selecting on data.val; returns the per-epoch history.
+
+    `objective(model, x, y) -> (loss, logits)`; default: cfg.objective. With `checkpoint_dir` a
+    checkpoint is written after every epoch; `resume=True` continues from it.
+    """
+    device = resolve_device(device)
+    model.to(device)
+    objective = objective or make_objective(cfg.objective, **cfg.objective_params)
+    optimizer = make_optimizer(model, cfg)
+    amp_dtype = _amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    result = TrainResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
+    if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / WEIGHTS).exists():
+        start_epoch, result, best_state = _restore(Path(checkpoint_dir), model, optimizer, cfg)
+        model.to(device)
+        if result.stopped_early:
+            start_epoch = cfg.epochs
+    for cb in callbacks:
+        _call(cb, "on_train_begin", model, optimizer)
+
+    t0 = time.perf_counter()
+    step = start_epoch * _steps_per_epoch(len(data.train), cfg)
+    for epoch in range(start_epoch, cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(epoch)
+        torch.manual_seed(seed * 100_003 + epoch)  # dropout and in-objective randomness
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        model.train()
+        stats = _train_epoch(
+            model,
+            data.train,
+            cfg,
+            objective,
+            optimizer,
+            scaler,
+            amp_dtype,
+            gen,
+            device,
+            callbacks,
+            step,
+            epoch,
+            progress,
+        )
+        step += stats.pop("steps")
+        model.eval()
+        val_acc = accuracy(model, data.val, cfg.eval_batch_size) if len(data.val) else stats["train_acc"]
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats, "val_acc": val_acc}
+        result.history.append(row)
+        improved = result.best_epoch < 0 or val_acc > result.best_val_acc + cfg.min_delta
+        if improved:
+            result.best_val_acc, result.best_epoch = val_acc, epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if cfg.patience is not None and epoch + 1 - result.best_epoch >= cfg.patience:
+            result.stopped_early = True
+        for cb in callbacks:
+            _call(cb, "on_epoch_end", epoch, model, row)
+        if progress:
+            print(_format_row(row), file=sys.stderr)
+        if checkpoint_dir is not None:
+            _save(Path(checkpoint_dir), model, optimizer, cfg, result, best_state, epoch + 1, meta)
+        if result.stopped_early:
+            break
+    result.seconds = time.perf_counter() - t0
+    if cfg.restore_best and best_state is not None and len(data.val):
+        model.load_state_dict(best_state)
+        if checkpoint_dir is not None and result.history:
+            _save(Path(checkpoint_dir), model, optimizer, cfg, result, best_state, len(result.history), meta)
+    model.eval()
+    return result
+
+
+def _train_epoch(
+    model, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step, epoch, progress
+):
+    n_steps = _steps_per_epoch(len(train), cfg)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(
+        total=n_steps,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+        unit="step",
+    )
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=gen)):
+        if i >= n_steps:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss, logits = objective(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        for cb in callbacks:
+            _call(cb, "on_step_end", step + i + 1, model)
+        if progress and (i % 20 == 0 or i == n_steps - 1):
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}",
+                acc=f"{correct.item() / seen:.3f}",
+                img_s=f"{rate:.0f}",
+                refresh=False,
+            )
+        bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    return {
+        "train_loss": loss_sum.item() / max(seen, 1),
+        "train_acc": correct.item() / max(seen, 1),
+        "images_per_s": seen / max(elapsed, 1e-9),
+        "steps": min(n_steps, i + 1) if seen else 0,
+    }
+
+
+def _steps_per_epoch(n: int, cfg: TrainConfig) -> int:
+    steps = -(-n // cfg.batch_size)
+    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+
+
+def _amp_dtype(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _call(cb, name, *args):
+    fn = getattr(cb, name, None)
+    if fn is not None:
+        fn(*args)
+
+
+def _format_row(row: dict[str, float]) -> str:
+    return (
+        f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
+        f"val acc {row['val_acc']:.4f}  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s"
+    )
+
+
+def _save(directory, model, optimizer, cfg, result, best_state, epochs_done, meta):
+    tensors, layout = _flatten_optimizer(optimizer)
+    extra = {OPTIMIZER_FILE: safetensors.torch.save(tensors)}
+    if best_state is not None:
+        extra[BEST_FILE] = safetensors.torch.save({k: v.contiguous() for k, v in best_state.items()})
+    training = {
+        "config": cfg.model_dump(),
+        "epochs_done": epochs_done,
+        "history": result.history,
+        "best_val_acc": result.best_val_acc,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "optimizer_layout": layout,
+    }
+    save_checkpoint(directory, model, {**(meta or {}), "training": training}, extra_files=extra)
+
+
+def _restore(directory: Path, model, optimizer, cfg):
+    meta = read_meta(directory)
+    if meta["model"] != spec_of(model):
+        raise CheckpointError(
+            f"cannot resume from {directory}: it holds a {meta['model'].get('name')!r} model with "
+            f"{meta['model'].get('num_classes')} classes, "
+            f"not the {spec_of(model).get('name')!r} being trained; "
+            "use another --out folder or drop --resume"
+        )
+    training = meta.get("training")
+    if not training:
+        raise CheckpointError(f"{directory} has no training state to resume from; drop --resume")
+    load_weights(model, directory / WEIGHTS)
+    tensors = safetensors.torch.load_file(str(directory / OPTIMIZER_FILE))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, training["optimizer_layout"]))
+    best_state = None
+    if (directory / BEST_FILE).exists():
+        best_state = safetensors.torch.load_file(str(directory / BEST_FILE))
+    result = TrainResult(
+        history=training["history"],
+        best_val_acc=training["best_val_acc"],
+        best_epoch=training["best_epoch"],
+        stopped_early=training["stopped_early"],
+    )
+    return training["epochs_done"], result, best_state
+
+
+def _flatten_optimizer(optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as safetensors tensors plus a JSON layout (no pickle)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(layout["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": copy.deepcopy(layout["param_groups"])}
+
+
+def training_summary(result: TrainResult) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {
+                "epochs": len(result.history),
+                "best_val_acc": result.best_val_acc,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    )

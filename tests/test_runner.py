@@ -1,0 +1,73 @@
+import json
+
+from click.testing import CliRunner
+
+from robustcompress.cli import main
+from robustcompress.experiments.config import ExperimentConfig, expand_grid, load_config
+from robustcompress.experiments.runner import run_experiments
+from robustcompress.experiments.store import ResultsStore
+
+
+def _config(tmp_path, data_root, extra=""):
+    path = tmp_path / "exp.toml"
+    path.write_text(f"""
+name = "tiny"
+output = "{tmp_path / "out"}"
+[data]
+dataset = "fashion-mnist"
+root = "{data_root}"
+limit_train = 500
+limit_test = 200
+[model]
+name = "cnn8"
+width = 0.25
+[train]
+epochs = 1
+batch_size = 64
+{extra}
+""")
+    return path
+
+
+def test_run_writes_store_and_metrics_and_reruns_from_cache(tmp_path, data_root):
+    extra = """
+[[recipes]]
+name = "plain"
+stages = []
+[[recipes]]
+name = "tuned"
+stages = [{type = "finetune", epochs = 1}]
+"""
+    cfg = load_config(_config(tmp_path, data_root, extra))
+    logs: list[str] = []
+    results = run_experiments(cfg, progress=False, log=logs.append)
+    assert [r.name for r in results] == ["tiny/plain", "tiny/tuned"]
+    assert sum("training cnn8" in m for m in logs) == 1  # the shared baseline is trained once
+    tuned = results[1]
+    assert set(tuned.metrics) == {"baseline", "final"}
+    assert 0 < tuned.metrics["final"]["acc.clean"] <= 1
+    saved = json.loads((tmp_path / "out" / "tiny_tuned" / "metrics.json").read_text())
+    assert saved["models"]["final"]["acc.clean"] == tuned.metrics["final"]["acc.clean"]
+    store = ResultsStore(tmp_path / "out" / "results.sqlite")
+    assert (
+        store.metrics("tiny/tuned")[("tiny/tuned", "final")]["acc.clean"]
+        == tuned.metrics["final"]["acc.clean"]
+    )
+
+    logs.clear()
+    again = run_experiments(cfg, progress=False, log=logs.append)
+    assert not any("training" in m or "evaluating" in m or "stage" in m for m in logs)
+    assert again[1].metrics == tuned.metrics
+
+    shown = CliRunner().invoke(main, ["results", str(tmp_path / "out")])
+    assert shown.exit_code == 0 and "tiny/tuned" in shown.output and "acc.clean" in shown.output
+    missing = CliRunner().invoke(main, ["results", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no results store" in missing.output
+
+
+def test_grid_expands_to_named_points():
+    cfg = ExperimentConfig.parse({"name": "g", "grid": {"model.width": [0.5, 1.0], "seed": [0, 1]}})
+    points = expand_grid(cfg)
+    assert len(points) == 4
+    assert {p.model.width for p in points} == {0.5, 1.0}
+    assert points[0].name == "g[width=0.5,seed=0]"
