@@ -173,7 +173,7 @@ class ClusterConfig(StageConfig):
     finetune_epochs: int = Field(0, ge=0, description="cluster-preserving fine-tuning epochs")
     lr: float = Field(1e-4, gt=0)
     patience: int | None = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="None: the experiment's batch size")
 
     def clusters_for(self, kind: str) -> int | None:
         per_type = self.conv_bits if kind == "conv" else self.linear_bits
@@ -206,7 +206,7 @@ def cluster_stage(model: nn.Module, cfg: ClusterConfig, ctx: StageContext) -> nn
     add_structure(model, "clustered", layers=layers)
     ctx.log(f"clustered {len(layers)} layers ({cfg.init} init)")
     if cfg.finetune_epochs:
-        finetune(model, ctx.data, cfg.finetune_epochs, cfg.lr, cfg.patience, cfg.batch_size, ctx.device, ctx.seed, ctx.log)
+        finetune(model, ctx, cfg.finetune_epochs, cfg.lr, cfg.patience, cfg.batch_size)
     return model
 
 

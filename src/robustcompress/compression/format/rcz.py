@@ -23,18 +23,10 @@ from torch import nn
 from robustcompress.compression.format.codec import decode_array, encode_array
 from robustcompress.compression.layers import parametrizations_of
 from robustcompress.compression.quantization.fake import WeightFakeQuant
-from robustcompress.compression.structure import replay_structure, structure_of
+from robustcompress.checkpoint import build_from_meta, spec_of, structure_of
 from robustcompress.errors import CheckpointError
 
 MAGIC = b"RCZ1"
-
-
-def model_spec_dict(model: nn.Module, spec: Any = None) -> dict[str, Any]:
-    """The ModelSpec of `model` as a dict: given, else the model's `spec` attribute."""
-    spec = spec if spec is not None else getattr(model, "spec", None)
-    if spec is None:
-        raise CheckpointError("this model carries no ModelSpec; pass spec=ModelSpec(...) to save_compressed")
-    return spec if isinstance(spec, dict) else spec.to_dict()
 
 
 def _code_transforms(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -81,13 +73,13 @@ def _codes(wq: WeightFakeQuant, w: torch.Tensor) -> torch.Tensor:
     return q.to(torch.int8 if wq.bits <= 8 else torch.int16)
 
 
-def save_compressed(model: nn.Module, path: str | Path, spec: Any = None, extra: dict | None = None) -> int:
+def save_compressed(model: nn.Module, path: str | Path, extra: dict | None = None) -> int:
     """Write `model` as one rcz file (atomically); returns the file size in bytes."""
     path = Path(path)
     entries, payloads = encode_state(model)
     header = {
         "version": 1,
-        "spec": model_spec_dict(model, spec),
+        "model": spec_of(model),
         "structure": structure_of(model),
         "tensors": entries,
         "extra": extra or {},
@@ -121,11 +113,8 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
 
 def load_compressed(path: str | Path) -> nn.Module:
     """Rebuild the model saved by save_compressed (eval mode, CPU)."""
-    from robustcompress.models import ModelSpec
-
     header, blob = read_header(path)
-    model = ModelSpec.from_dict(header["spec"]).build()
-    model = replay_structure(model, header["structure"])
+    model = build_from_meta(header)
     state: dict[str, torch.Tensor] = {}
     pos = 0
     coded: list[dict[str, Any]] = []
@@ -147,6 +136,4 @@ def load_compressed(path: str | Path) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: tensors do not fit the rebuilt model ({exc})") from None
-    if not hasattr(model, "spec"):
-        model.spec = ModelSpec.from_dict(header["spec"])
     return model.eval()

@@ -26,7 +26,7 @@ from torch import nn
 from robustcompress.compression.clustering import ClusteredWeight
 from robustcompress.compression.layers import bake_parametrizations, parametrizations_of
 from robustcompress.compression.quantization.fake import ActFakeQuant
-from robustcompress.compression.structure import add_structure, register_structure, structure_of
+from robustcompress.compression.structure import add_structure, carry_metadata, register_structure
 from robustcompress.errors import ConfigError, UnsupportedModelError
 from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
 
@@ -94,12 +94,20 @@ class Int8Model(nn.Module):
             sizes[key] = sizes.get(key, 0) + t.numel() * t.element_size()
         return sizes
 
+    def structure_params(self) -> dict:
+        """The `int8` structure record: enough to rebuild empty buffers before loading weights."""
+        tensors = [[n, str(getattr(self, f"t{i}").dtype).removeprefix("torch."), list(getattr(self, f"t{i}").shape)]
+                   for i, n in enumerate(self.names)]  # fmt: skip
+        return {"graph_size": int(self.graph.numel()), "tensors": tensors}
+
     def __deepcopy__(self, memo):
         new = Int8Model(self.graph.numel(), [(n, "uint8", [0]) for n in self.names])
         new.graph = self.graph.clone()
         for i in range(len(self.names)):
             setattr(new, f"t{i}", getattr(self, f"t{i}").clone())
-        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items() if k.startswith("_rc")})
+        for key in ("_rc_spec", "_rc_structure"):
+            if key in self.__dict__:
+                object.__setattr__(new, key, copy.deepcopy(self.__dict__[key], memo))
         return new
 
 
@@ -218,16 +226,8 @@ class Int8Config(StageConfig):
 @register_stage("int8", Int8Config)
 def int8_stage(model: nn.Module, cfg: Int8Config, ctx: StageContext) -> nn.Module:
     calib = ctx.data.train.x[: cfg.calibration_images]
-    records = structure_of(model)
-    qmodel = to_int8(model, calib, cfg.batch_size, cfg.per_channel, cfg.method, cfg.exporter)
-    for rec in records:
-        add_structure(qmodel, rec["kind"], **{k: v for k, v in rec.items() if k != "kind"})
-    for attr in ("spec", "model_spec"):
-        if hasattr(model, attr):
-            setattr(qmodel, attr, getattr(model, attr))
-    tensors = [[n, str(getattr(qmodel, f"t{i}").dtype).removeprefix("torch."), list(getattr(qmodel, f"t{i}").shape)]
-               for i, n in enumerate(qmodel.names)]  # fmt: skip
-    add_structure(qmodel, "int8", graph_size=int(qmodel.graph.numel()), tensors=tensors)
+    qmodel = carry_metadata(model, to_int8(model, calib, cfg.batch_size, cfg.per_channel, cfg.method, cfg.exporter))
+    add_structure(qmodel, "int8", **qmodel.structure_params())
     ctx.log(f"converted to ONNX Runtime int8 ({sum(qmodel.weight_bytes().values())} tensor bytes)")
     return qmodel
 

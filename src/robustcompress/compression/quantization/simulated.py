@@ -51,7 +51,7 @@ class QATConfig(PTQConfig):
     patience: int | None = Field(5, ge=1)
     lsq: bool = False
     observer: Observer = "moving_average"
-    train_batch_size: int = Field(128, ge=1)
+    train_batch_size: int | None = Field(None, ge=1, description="None: the experiment's batch size")
 
 
 def _attach(module: nn.Module, spec: dict) -> None:
@@ -145,7 +145,7 @@ def ptq_stage(model: nn.Module, cfg: PTQConfig, ctx: StageContext) -> nn.Module:
 @register_stage("qat", QATConfig)
 def qat_stage(model: nn.Module, cfg: QATConfig, ctx: StageContext) -> nn.Module:
     model = _prepare(model, cfg, ctx, lsq=cfg.lsq)
-    finetune(model, ctx.data, cfg.epochs, cfg.lr, cfg.patience, cfg.train_batch_size, ctx.device, ctx.seed, ctx.log)
+    finetune(model, ctx, cfg.epochs, cfg.lr, cfg.patience, cfg.train_batch_size)
     return model.eval()
 
 
