@@ -65,7 +65,9 @@ def test_kmeans_inits_reduce_error_below_uniform_grid(init):
     assert torch.all(centroids[:, 1:] >= centroids[:, :-1])
     err = (centroids.gather(1, assign) - values).pow(2).mean(1)
     grid = torch.stack([torch.linspace(v.min().item(), v.max().item(), 8) for v in values])
-    grid_err = (grid.gather(1, torch.searchsorted((grid[:, 1:] + grid[:, :-1]) / 2, values)) - values).pow(2).mean(1)
+    grid_err = (
+        (grid.gather(1, torch.searchsorted((grid[:, 1:] + grid[:, :-1]) / 2, values)) - values).pow(2).mean(1)
+    )
     assert torch.all(err <= grid_err * 1.001)
 
 

@@ -143,7 +143,9 @@ def cluster_layer(
     seed: int = 0,
 ) -> ClusteredWeight:
     """Replace `module.weight` by a clustered parametrization with `clusters` centroids per group."""
-    if is_clustered(module) or any(type(p).__name__ == "WeightFakeQuant" for p in parametrizations_of(module)):
+    if is_clustered(module) or any(
+        type(p).__name__ == "WeightFakeQuant" for p in parametrizations_of(module)
+    ):
         raise ConfigError("layer is already clustered or quantized; cluster before ptq/qat, and only once")
     bake_foreign(module, keep=())
     weight = module.weight.detach()

@@ -15,7 +15,9 @@ def layer_type(module: nn.Module) -> str:
     return "linear" if isinstance(module, nn.Linear) else "conv"
 
 
-def weighted_layers(model: nn.Module, types: tuple[str, ...] = ("conv", "linear")) -> Iterator[tuple[str, nn.Module]]:
+def weighted_layers(
+    model: nn.Module, types: tuple[str, ...] = ("conv", "linear")
+) -> Iterator[tuple[str, nn.Module]]:
     """(qualified name, module) of every convolution and linear layer of the requested types."""
     for name, module in model.named_modules():
         if isinstance(module, WEIGHTED) and layer_type(module) in types:

@@ -21,16 +21,36 @@ _PRUNE = [
     # paper 000: no early stopping during pruning, the full budget is trained
     {"type": "finetune", "epochs": EPOCHS, "objective": "ce", "optimizer": "adam", "lr": LR},
 ]
-_CLUSTER = {"type": "cluster", "clusters": 16, "preserve_sparsity": False, "finetune_epochs": EPOCHS,
-            "lr": LR, "patience": PATIENCE}  # fmt: skip
+_CLUSTER = {
+    "type": "cluster",
+    "clusters": 16,
+    "preserve_sparsity": False,
+    "finetune_epochs": EPOCHS,
+    "lr": LR,
+    "patience": PATIENCE,
+}
 _SP_CLUSTER = {**_CLUSTER, "preserve_sparsity": True}
 _QAT = {"type": "qat", "bits": 8, "epochs": EPOCHS, "lr": LR, "patience": PATIENCE}
 _INT8 = {"type": "int8"}
 
 PAPER000: list[str] = [
-    "ptq", "int8", "prune", "prune-int8", "cluster", "cluster-int8", "sp-cluster", "sp-cluster-int8",
-    "qat", "qat-int8", "cqat", "cqat-int8", "pqat", "pqat-int8", "pcqat", "pcqat-int8",
-]  # fmt: skip
+    "ptq",
+    "int8",
+    "prune",
+    "prune-int8",
+    "cluster",
+    "cluster-int8",
+    "sp-cluster",
+    "sp-cluster-int8",
+    "qat",
+    "qat-int8",
+    "cqat",
+    "cqat-int8",
+    "pqat",
+    "pqat-int8",
+    "pcqat",
+    "pcqat-int8",
+]
 """Paper 000's configurations #1..#16, in its numbering order."""
 
 _BASE: dict[str, list[dict[str, Any]]] = {

@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import safetensors.torch
-import torch
 from torch import nn
 
 from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
@@ -82,8 +81,9 @@ def paper002_size(model: nn.Module) -> tuple[float, float]:
         else:
             bits_total += nonzero * precision
     others = sum(
-        p.numel() * 32 for name, p in model.named_parameters() if "weight" not in name.split(".")[-1]
-        and "parametrizations" not in name
+        p.numel() * 32
+        for name, p in model.named_parameters()
+        if "weight" not in name.split(".")[-1] and "parametrizations" not in name
     )
     rate = eq7_num / eq7_den if eq7_den else 1.0
     return (bits_total + others) / 8, rate

@@ -15,15 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import zstandard
 from torch import nn
 
+from robustcompress.checkpoint import build_from_meta, spec_of, structure_of
 from robustcompress.compression.format.codec import decode_array, encode_array
 from robustcompress.compression.layers import parametrizations_of
 from robustcompress.compression.quantization.fake import WeightFakeQuant
-from robustcompress.checkpoint import build_from_meta, spec_of, structure_of
 from robustcompress.errors import CheckpointError
 
 MAGIC = b"RCZ1"
@@ -102,7 +101,9 @@ def save_compressed(model: nn.Module, path: str | Path, extra: dict | None = Non
 def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
     data = Path(path).read_bytes()
     if data[:4] != MAGIC or len(data) < 8:
-        raise CheckpointError(f"{path} is not an rcz file (bad magic); write one with save_compressed / export --format rcz")
+        raise CheckpointError(
+            f"{path} is not an rcz file (bad magic); write one with save_compressed / export --format rcz"
+        )
     size = int.from_bytes(data[4:8], "little")
     try:
         header = json.loads(zstandard.ZstdDecompressor().decompress(data[8 : 8 + size]))
@@ -130,7 +131,11 @@ def load_compressed(path: str | Path) -> nn.Module:
             coded.append(entry)
     for entry in coded:  # integer codes back to float weights: codes x scale
         codes, scale = state[entry["key"]], state[entry["codes_of"]]
-        view = scale.view(-1, *([1] * (codes.dim() - 1))) if scale.numel() > 1 else scale.view(*([1] * codes.dim()))
+        view = (
+            scale.view(-1, *([1] * (codes.dim() - 1)))
+            if scale.numel() > 1
+            else scale.view(*([1] * codes.dim()))
+        )
         state[entry["key"]] = (codes.to(getattr(torch, entry["float_dtype"])) * view).contiguous()
     try:
         model.load_state_dict(state)

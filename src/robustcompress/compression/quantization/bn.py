@@ -20,7 +20,9 @@ def find_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     modules = dict(model.named_modules())
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm1d | nn.BatchNorm2d):
+        if node.op != "call_module" or not isinstance(
+            modules.get(node.target), nn.BatchNorm1d | nn.BatchNorm2d
+        ):
             continue
         src = node.args[0]
         if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:

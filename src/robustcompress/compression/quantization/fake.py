@@ -88,7 +88,9 @@ class ActFakeQuant(nn.Module):
     quantize; QAT), eval (quantize with the frozen range). The range always contains zero.
     """
 
-    def __init__(self, bits: int = 8, observer: Observer = "minmax", percentile: float = 99.99, momentum: float = 0.1):
+    def __init__(
+        self, bits: int = 8, observer: Observer = "minmax", percentile: float = 99.99, momentum: float = 0.1
+    ):
         super().__init__()
         self.bits, self.observer, self.percentile, self.momentum = bits, observer, percentile, momentum
         self.register_buffer("lo", torch.zeros(()))
@@ -108,7 +110,9 @@ class ActFakeQuant(nn.Module):
     def _observe(self, x: torch.Tensor) -> None:
         lo, hi = x.min(), x.max()
         if not self._seen or self.observer == "minmax":
-            new_lo, new_hi = (torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)) if self._seen else (lo, hi)
+            new_lo, new_hi = (
+                (torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)) if self._seen else (lo, hi)
+            )
         else:  # moving average (also the running range of percentile / mse before they finish)
             m = self.momentum
             new_lo, new_hi = (1 - m) * self.lo + m * lo, (1 - m) * self.hi + m * hi
@@ -117,8 +121,8 @@ class ActFakeQuant(nn.Module):
         self._seen = True
         if self.observer in ("percentile", "mse"):
             flat = x.detach().flatten()
-            if flat.numel() > 65536:  # a fixed stride subsample keeps calibration deterministic and cheap
-                flat = flat[:: flat.numel() // 65536 + 1]
+            if flat.numel() > 16384:  # a fixed stride subsample keeps calibration deterministic and cheap
+                flat = flat[:: flat.numel() // 16384 + 1]
             self._samples.append(flat.float().cpu())
 
     @torch.no_grad()
@@ -126,6 +130,8 @@ class ActFakeQuant(nn.Module):
         self.calibrating = False
         if self._samples:
             sample = torch.cat(self._samples)
+            if sample.numel() > 65536:
+                sample = sample[:: sample.numel() // 65536 + 1]
             if self.observer == "percentile":
                 q = torch.tensor([(100 - self.percentile) / 100, self.percentile / 100])
                 lo, hi = torch.quantile(sample, q.to(sample.dtype))
@@ -166,7 +172,7 @@ def _fake_asym(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor
     return (torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale
 
 
-def _mse_range(sample: torch.Tensor, bits: int, steps: int = 50) -> tuple[float, float]:
+def _mse_range(sample: torch.Tensor, bits: int, steps: int = 32) -> tuple[float, float]:
     """Clipping range minimising the quantization MSE over shrinking fractions of [min, max]."""
     lo, hi = float(sample.min()), float(sample.max())
     best, best_err = (lo, hi), float("inf")

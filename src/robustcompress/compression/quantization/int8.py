@@ -67,7 +67,9 @@ class Int8Model(nn.Module):
 
         proto = onnx.load_from_string(self.graph.cpu().numpy().tobytes())
         for i, name in enumerate(self.names):
-            proto.graph.initializer.append(numpy_helper.from_array(getattr(self, f"t{i}").cpu().numpy(), name))
+            proto.graph.initializer.append(
+                numpy_helper.from_array(getattr(self, f"t{i}").cpu().numpy(), name)
+            )
         return proto.SerializeToString()
 
     def session(self):
@@ -96,8 +98,10 @@ class Int8Model(nn.Module):
 
     def structure_params(self) -> dict:
         """The `int8` structure record: enough to rebuild empty buffers before loading weights."""
-        tensors = [[n, str(getattr(self, f"t{i}").dtype).removeprefix("torch."), list(getattr(self, f"t{i}").shape)]
-                   for i, n in enumerate(self.names)]  # fmt: skip
+        tensors = [
+            [n, str(getattr(self, f"t{i}").dtype).removeprefix("torch."), list(getattr(self, f"t{i}").shape)]
+            for i, n in enumerate(self.names)
+        ]
         return {"graph_size": int(self.graph.numel()), "tensors": tensors}
 
     def __deepcopy__(self, memo):
@@ -127,17 +131,29 @@ def export_onnx(model: nn.Module, example: torch.Tensor, exporter: str = "torchs
     try:
         if exporter == "dynamo":
             prog = torch.onnx.export(
-                model, (example,), dynamo=True, input_names=["x"], dynamic_shapes=({0: torch.export.Dim("batch")},)
+                model,
+                (example,),
+                dynamo=True,
+                input_names=["x"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
             )
             return prog.model_proto.SerializeToString()
         buf = io.BytesIO()
         torch.onnx.export(
-            model, (example,), buf, dynamo=False, input_names=["x"], output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-        )  # fmt: skip
+            model,
+            (example,),
+            buf,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
         return buf.getvalue()
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; name the model part
-        raise UnsupportedModelError(f"ONNX export failed ({type(exc).__name__}: {exc}); int8 needs an exportable model") from None
+        raise UnsupportedModelError(
+            f"ONNX export failed ({type(exc).__name__}: {exc}); int8 needs an exportable model"
+        ) from None
 
 
 def _uses_per_tensor_clusters(model: nn.Module) -> bool:
@@ -162,14 +178,22 @@ def to_int8(
     clusters (so each layer keeps at most K int8 values). Activations are recalibrated on
     `calibration` images with the chosen ONNX Runtime method (minmax, entropy, percentile).
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if per_channel is None:
         per_channel = not _uses_per_tensor_clusters(model)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if method not in methods:
         raise ConfigError(f"unknown int8 calibration {method!r}; choose one of {sorted(methods)}")
     plain = plain_float_copy(model)
@@ -189,9 +213,15 @@ def to_int8(
         fp32.write_bytes(export_onnx(plain, calibration[:2], exporter))
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
-        )  # fmt: skip
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+        )
         return int8_from_onnx(out.read_bytes())
 
 
@@ -207,7 +237,9 @@ def int8_from_onnx(data: bytes) -> Int8Model:
     specs = [(name, str(a.dtype), list(a.shape)) for name, a in arrays]
     for _, dtype, _ in specs:
         if dtype not in _DTYPES:
-            raise UnsupportedModelError(f"int8 model holds a tensor of dtype {dtype}, which checkpoints cannot store")
+            raise UnsupportedModelError(
+                f"int8 model holds a tensor of dtype {dtype}, which checkpoints cannot store"
+            )
     model = Int8Model(len(graph), specs)
     model.graph.copy_(torch.from_numpy(np.frombuffer(graph, dtype=np.uint8).copy()))
     for i, (_, a) in enumerate(arrays):
@@ -226,7 +258,9 @@ class Int8Config(StageConfig):
 @register_stage("int8", Int8Config)
 def int8_stage(model: nn.Module, cfg: Int8Config, ctx: StageContext) -> nn.Module:
     calib = ctx.data.train.x[: cfg.calibration_images]
-    qmodel = carry_metadata(model, to_int8(model, calib, cfg.batch_size, cfg.per_channel, cfg.method, cfg.exporter))
+    qmodel = carry_metadata(
+        model, to_int8(model, calib, cfg.batch_size, cfg.per_channel, cfg.method, cfg.exporter)
+    )
     add_structure(qmodel, "int8", **qmodel.structure_params())
     ctx.log(f"converted to ONNX Runtime int8 ({sum(qmodel.weight_bytes().values())} tensor bytes)")
     return qmodel
