@@ -150,3 +150,28 @@ def test_presets_hold_paper000s_16_configurations():
     quick = preset_stages("pcqat-int8", epochs=1, amount=0.8)
     assert [s["type"] for s in quick] == ["prune", "finetune", "cluster", "qat", "int8"]
     assert quick[0]["amount"] == 0.8 and all(s.get("epochs", 1) == 1 for s in quick)
+
+
+class _Mask(torch.nn.Module):
+    """A pruning mask as the pruning stage makes it: a parametrization w -> w * mask."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w):
+        return w * self.mask
+
+
+def test_masked_weights_are_stored_sparse(trained_cnn8, tmp_path):
+    from torch.nn.utils import parametrize
+
+    model = copy.deepcopy(trained_cnn8[0])
+    dense = save_compressed(model, tmp_path / "dense.rcz")
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+            threshold = m.weight.detach().abs().flatten().kthvalue(int(0.8 * m.weight.numel())).values
+            parametrize.register_parametrization(
+                m, "weight", _Mask((m.weight.detach().abs() > threshold).float())
+            )
+    assert save_compressed(model, tmp_path / "masked.rcz") < 0.35 * dense

@@ -15,7 +15,7 @@ from tests.test_quant_helpers import layers, run_stage, small_splits, zero_small
 
 @pytest.fixture(scope="module")
 def data(trained_cnn8):
-    return small_splits(trained_cnn8[1], train=256, test=300)
+    return small_splits(trained_cnn8[1], train=256, test=200)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,13 @@ from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.training import TrainConfig
 
 
-def small_splits(splits, train: int = 256, test: int = 300):
-    """The same data with a small training set (fine-tuning cost) and test set."""
+def small_splits(splits, train: int = 256, test: int = 300, val: int = 100):
+    """The same data with small training, validation and test sets (fine-tuning and evaluation cost)."""
     return dataclasses.replace(
-        splits, train=splits.train.subset(range(train)), test=splits.test.subset(range(test))
+        splits,
+        train=splits.train.subset(range(train)),
+        val=splits.val.subset(range(min(val, len(splits.val)))),
+        test=splits.test.subset(range(test)),
     )
 
 

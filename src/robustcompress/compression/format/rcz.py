@@ -21,6 +21,7 @@ from torch import nn
 
 from robustcompress.checkpoint import build_from_meta, spec_of, structure_of
 from robustcompress.compression.format.codec import decode_array, encode_array
+from robustcompress.compression.clustering import ClusteredWeight
 from robustcompress.compression.layers import parametrizations_of
 from robustcompress.compression.quantization.fake import WeightFakeQuant
 from robustcompress.errors import CheckpointError
@@ -42,8 +43,31 @@ def _code_transforms(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _idempotent_originals(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Originals that may be replaced by the effective weight without changing the model.
+
+    A pruning mask m(w) = w * mask is idempotent: storing m(w) (exact zeros) instead of the dense
+    original gives the same forward pass and lets the bitmap coder see the sparsity.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        plist = parametrizations_of(module)
+        if not plist or any(isinstance(p, WeightFakeQuant | ClusteredWeight) for p in plist):
+            continue
+        with torch.no_grad():
+            effective = module.weight.detach()
+            again = effective
+            for p in plist:
+                again = p(again)
+        if torch.equal(again, effective):
+            out[
+                f"{name}.parametrizations.weight.original" if name else "parametrizations.weight.original"
+            ] = effective
+    return out
+
+
 def encode_state(model: nn.Module) -> tuple[list[dict[str, Any]], list[bytes]]:
-    state = model.state_dict()
+    state = {**model.state_dict(), **_idempotent_originals(model)}
     transforms = _code_transforms(model)
     entries, payloads = [], []
     for key, tensor in state.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import io
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -129,27 +130,31 @@ def plain_float_copy(model: nn.Module) -> nn.Module:
 def export_onnx(model: nn.Module, example: torch.Tensor, exporter: str = "torchscript") -> bytes:
     """ONNX bytes of a float model with a dynamic batch dimension."""
     try:
-        if exporter == "dynamo":
-            prog = torch.onnx.export(
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", DeprecationWarning
+            )  # the TorchScript exporter warns on every call
+            if exporter == "dynamo":
+                prog = torch.onnx.export(
+                    model,
+                    (example,),
+                    dynamo=True,
+                    input_names=["x"],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                )
+                return prog.model_proto.SerializeToString()
+            buf = io.BytesIO()
+            torch.onnx.export(
                 model,
                 (example,),
-                dynamo=True,
+                buf,
+                dynamo=False,
                 input_names=["x"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                output_names=["logits"],
+                dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
             )
-            return prog.model_proto.SerializeToString()
-        buf = io.BytesIO()
-        torch.onnx.export(
-            model,
-            (example,),
-            buf,
-            dynamo=False,
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-        )
-        return buf.getvalue()
+            return buf.getvalue()
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; name the model part
         raise UnsupportedModelError(
             f"ONNX export failed ({type(exc).__name__}: {exc}); int8 needs an exportable model"
