@@ -20,8 +20,8 @@ import zstandard
 from torch import nn
 
 from robustcompress.checkpoint import build_from_meta, spec_of, structure_of
-from robustcompress.compression.format.codec import decode_array, encode_array
 from robustcompress.compression.clustering import ClusteredWeight
+from robustcompress.compression.format.codec import decode_array, encode_array
 from robustcompress.compression.layers import parametrizations_of
 from robustcompress.compression.quantization.fake import WeightFakeQuant
 from robustcompress.errors import CheckpointError
