@@ -195,12 +195,40 @@ def encode_array(a: np.ndarray) -> tuple[dict[str, Any], list[bytes]]:
     itemsize = flat.itemsize
     k = len(uniq)
     index_bits = math.ceil(math.log2(k)) if k > 1 else 0
-    if 0 < k <= MAX_CODEBOOK and k * itemsize + values.size * index_bits / 8 < values.size * itemsize:
+    tensor_cost = k * itemsize + values.size * index_bits / 8 if k <= MAX_CODEBOOK else float("inf")
+    rows = _row_codebooks(a, nonzero if "mask" in [s["kind"] for s in head["streams"]] else None)
+    if rows is not None and rows[0] < min(tensor_cost, values.size * itemsize):
+        _, table, symbols = rows
+        head["row_codebook"] = list(table.shape)
+        add("codebook", {"codec": "raw", "count": table.size * itemsize}, table.tobytes())
+        add("index", *encode_symbols(symbols, table.shape[1]))
+    elif tensor_cost < values.size * itemsize:
         add("codebook", {"codec": "raw", "count": k * itemsize}, uniq.tobytes())
         add("index", *encode_symbols(inverse.astype(np.int64), k))
     else:
         add("values", *encode_bytes(values.tobytes()))
     return head, payloads
+
+
+def _row_codebooks(a: np.ndarray, nonzero: np.ndarray | None):
+    """(estimated bytes, codebooks (rows, K), index symbols) when every row (output channel) takes
+    few distinct values, e.g. clustered weights scaled per channel by batch-norm folding; else None."""
+    if a.ndim < 2 or a.shape[0] < 2:
+        return None
+    matrix = a.reshape(a.shape[0], -1)
+    keep = nonzero.reshape(matrix.shape) if nonzero is not None else np.ones(matrix.shape, dtype=bool)
+    uniques = [np.unique(row[m]) for row, m in zip(matrix, keep)]
+    k = max((len(u) for u in uniques), default=0)
+    if k == 0 or k > 256 or k * len(uniques) * 4 > matrix.size:
+        return None
+    table = np.zeros((len(uniques), k), dtype=a.dtype)
+    symbols = []
+    for r, (row, m, u) in enumerate(zip(matrix, keep, uniques)):
+        table[r, : len(u)] = u
+        symbols.append(np.searchsorted(u, row[m]))
+    symbols = np.concatenate(symbols).astype(np.int64)
+    bits = math.ceil(math.log2(k)) if k > 1 else 0
+    return table.nbytes + symbols.size * bits / 8, table, symbols
 
 
 def decode_array(head: dict[str, Any], payloads: list[bytes]) -> np.ndarray:
@@ -211,7 +239,12 @@ def decode_array(head: dict[str, Any], payloads: list[bytes]) -> np.ndarray:
     if "mask" in streams:
         meta, payload = streams["mask"]
         mask = np.unpackbits(np.frombuffer(decode_bytes(meta, payload), dtype=np.uint8))[:n].astype(bool)
-    if "codebook" in streams:
+    if "row_codebook" in head:
+        table = np.frombuffer(streams["codebook"][1], dtype=dtype).reshape(head["row_codebook"])
+        per_row = (mask if mask is not None else np.ones(n, dtype=bool)).reshape(table.shape[0], -1).sum(1)
+        row_of = np.repeat(np.arange(table.shape[0]), per_row)
+        values = table[row_of, decode_symbols(*streams["index"])]
+    elif "codebook" in streams:
         codebook = np.frombuffer(streams["codebook"][1], dtype=dtype)
         values = codebook[decode_symbols(*streams["index"])]
     else:
