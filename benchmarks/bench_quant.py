@@ -98,6 +98,9 @@ def main() -> None:
         "--amount", type=float, default=0.8, help="pruning fraction (paper 003: 0.8 on Fashion-MNIST)"
     )
     ap.add_argument("--figures", default="docs/benchmarks")
+    ap.add_argument(
+        "--baseline", default=None, help="checkpoint folder: reuse the baseline if there, else save it"
+    )
     ap.add_argument("--skip", nargs="*", default=[], choices=["ptq", "paper000", "latency"])
     args = ap.parse_args()
     torch.manual_seed(0)
