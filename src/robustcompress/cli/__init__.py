@@ -12,6 +12,7 @@ from robustcompress import __version__
 COMMAND_MODULES = [
     "robustcompress.cli.core",
     "robustcompress.cli.compress",
+    "robustcompress.cli.report",
     "robustcompress.cli.export",
 ]
 
