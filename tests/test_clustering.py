@@ -20,7 +20,7 @@ def distinct_nonzero(module) -> int:
 
 def test_clustered_layers_keep_at_most_2_to_bits_values_through_finetuning(trained_cnn8):
     model, splits = trained_cnn8
-    data = small_splits(splits)
+    data = small_splits(splits, train=128, test=200, val=50)
     clustered = run_stage(copy.deepcopy(model), data, "cluster", bits=4)
     before = {n: m.weight.detach().clone() for n, m in layers(clustered)}
     indices = {n: m.parametrizations.weight[0].index.clone() for n, m in layers(clustered)}

@@ -59,7 +59,8 @@ def test_batchnorm_folding_is_exact(model, data):
         assert torch.allclose(folded(x), model(x), atol=1e-4)
 
 
-def test_pcqat_keeps_sparsity_and_clusters(model, data):
+def test_pcqat_keeps_sparsity_and_clusters(model, trained_cnn8):
+    data = small_splits(trained_cnn8[1], train=128, test=200, val=50)
     pruned = zero_smallest(model, 0.6)
     clustered = run_stage(pruned, data, "cluster", clusters=16)
     before = accuracy(clustered, data.test)
@@ -71,7 +72,8 @@ def test_pcqat_keeps_sparsity_and_clusters(model, data):
     assert accuracy(pcqat, data.test) >= before - 0.05
 
 
-def test_pqat_keeps_exact_zeros_of_a_pruned_model(model, data):
+def test_pqat_keeps_exact_zeros_of_a_pruned_model(model, trained_cnn8):
+    data = small_splits(trained_cnn8[1], train=128, test=100, val=50)
     pruned = zero_smallest(model, 0.5)
     pqat = run_stage(copy.deepcopy(pruned), data, "qat", bits=4, epochs=1, lr=1e-3, patience=None, lsq=True)
     for (name, m), (_, p) in zip(layers(pqat), layers(pruned)):
