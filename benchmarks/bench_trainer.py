@@ -51,15 +51,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{args.steps} steps per round, {args.rounds} rounds (median)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.steps} steps per round, {args.rounds} rounds (median)"
+    )
     print(f"{'model':<10} {'dataset':<14} {'trainer img/s':>14} {'plain img/s':>12} {'trainer/plain':>14}")
     for name in args.models.split(","):
         dataset = "fashion-mnist" if name == "cnn8" else "cifar10-subset"
-        source = "fashion-mnist" if name == "cnn8" else f"npz:{args.data_root}/cifar10/cifar10_exact_subset.npz"
+        source = (
+            "fashion-mnist" if name == "cnn8" else f"npz:{args.data_root}/cifar10/cifar10_exact_subset.npz"
+        )
         splits = load_dataset(source, root=args.data_root, val_fraction=0.0, limit_test=1)
-        cfg = TrainConfig(epochs=1, batch_size=args.batch_size, max_steps_per_epoch=args.steps, lr=0.01,
-                          schedule="constant")
+        cfg = TrainConfig(
+            epochs=1, batch_size=args.batch_size, max_steps_per_epoch=args.steps, lr=0.01, schedule="constant"
+        )
         ours, plain = [], []
         for r in range(args.rounds + 1):  # round 0 warms up both paths
             torch.manual_seed(r)
