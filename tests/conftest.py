@@ -29,8 +29,9 @@ def fmnist(data_root):
     """Fashion-MNIST: 1000 train / 100 val / 500 test images."""
     from robustcompress.data import load_dataset
 
-    return load_dataset("fashion-mnist", root=data_root, limit_train=1100, val_fraction=100 / 1100,
-                        limit_test=500, seed=0)
+    return load_dataset(
+        "fashion-mnist", root=data_root, limit_train=1100, val_fraction=100 / 1100, limit_test=500, seed=0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +40,9 @@ def cifar_small(data_root):
     from robustcompress.data import load_dataset
 
     path = data_root / "cifar10" / "cifar10_exact_subset.npz"
-    return load_dataset(f"npz:{path}", root=data_root, limit_train=450, val_fraction=50 / 450, limit_test=200,
-                        seed=0)
+    return load_dataset(
+        f"npz:{path}", root=data_root, limit_train=450, val_fraction=50 / 450, limit_test=200, seed=0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +55,9 @@ def trained_cnn8(data_root):
     from robustcompress.models import ModelSpec
     from robustcompress.training import TrainConfig, fit
 
-    splits = load_dataset("fashion-mnist", root=data_root, limit_train=3300, val_fraction=300 / 3300,
-                          limit_test=500, seed=0)
+    splits = load_dataset(
+        "fashion-mnist", root=data_root, limit_train=3300, val_fraction=300 / 3300, limit_test=500, seed=0
+    )
     torch.manual_seed(0)
     model = ModelSpec.for_data("cnn8", splits.info).build()
     fit(model, splits, TrainConfig(epochs=2, batch_size=64, lr=0.05), device="cpu", seed=0, progress=False)

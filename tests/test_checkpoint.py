@@ -57,7 +57,9 @@ def test_pickle_with_code_payload_is_refused_and_never_runs(tmp_path):
 
 
 def test_another_architecture_or_class_count_is_a_clear_error(tmp_path):
-    save_checkpoint(tmp_path / "ck", build_model("cnn8", num_classes=10, in_channels=1, input_size=28, width=0.25))
+    save_checkpoint(
+        tmp_path / "ck", build_model("cnn8", num_classes=10, in_channels=1, input_size=28, width=0.25)
+    )
     meta_path = tmp_path / "ck" / "meta.json"
     text = meta_path.read_text().replace('"num_classes": 10', '"num_classes": 5')
     meta_path.write_text(text)

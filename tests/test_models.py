@@ -26,7 +26,11 @@ def test_every_model_trains_a_step_and_evaluates(name, channels, size):
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
-    changed = [k for k, v in model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    changed = [
+        k
+        for k, v in model.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
     assert changed, "a training step changed no weight"
     model.eval()
     with torch.no_grad():
@@ -66,7 +70,9 @@ def test_unknown_model_names_the_choices():
 
 
 def test_spec_round_trips_through_json():
-    spec = ModelSpec(name="vgg11", num_classes=7, in_channels=3, width=0.5, mean=[0.1, 0.2, 0.3], std=[1, 1, 1])
+    spec = ModelSpec(
+        name="vgg11", num_classes=7, in_channels=3, width=0.5, mean=[0.1, 0.2, 0.3], std=[1, 1, 1]
+    )
     again = ModelSpec.from_dict(spec.to_dict())
     assert again == spec
     with pytest.raises(ConfigError, match="unknown model spec keys"):

@@ -9,7 +9,7 @@ def _config(tmp_path, data_root, extra=""):
     path = tmp_path / "exp.toml"
     path.write_text(f"""
 name = "tiny"
-output = "{tmp_path / 'out'}"
+output = "{tmp_path / "out"}"
 [data]
 dataset = "fashion-mnist"
 root = "{data_root}"
@@ -46,7 +46,10 @@ stages = [{type = "finetune", epochs = 1}]
     saved = json.loads((tmp_path / "out" / "tiny_tuned" / "metrics.json").read_text())
     assert saved["models"]["final"]["acc.clean"] == tuned.metrics["final"]["acc.clean"]
     store = ResultsStore(tmp_path / "out" / "results.sqlite")
-    assert store.metrics("tiny/tuned")[("tiny/tuned", "final")]["acc.clean"] == tuned.metrics["final"]["acc.clean"]
+    assert (
+        store.metrics("tiny/tuned")[("tiny/tuned", "final")]["acc.clean"]
+        == tuned.metrics["final"]["acc.clean"]
+    )
 
     logs.clear()
     again = run_experiments(cfg, progress=False, log=logs.append)

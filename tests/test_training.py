@@ -42,15 +42,24 @@ def test_same_seed_same_weights_on_cpu(fmnist):
 
 def test_early_stopping_with_patience(fmnist):
     # lr so small nothing improves after the first epoch: stops after 1 + patience epochs
-    cfg = TrainConfig(epochs=10, batch_size=128, lr=1e-9, patience=2, schedule="constant", max_steps_per_epoch=2)
+    cfg = TrainConfig(
+        epochs=10, batch_size=128, lr=1e-9, patience=2, schedule="constant", max_steps_per_epoch=2
+    )
     result = fit(_model(fmnist, 0.25), fmnist, cfg, device="cpu", progress=False)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
 
 
 @pytest.mark.parametrize("optimizer,schedule", [("adam", "step"), ("adamw", "constant"), ("sgd", "cosine")])
 def test_optimizers_and_schedules(fmnist, optimizer, schedule):
-    cfg = TrainConfig(epochs=2, optimizer=optimizer, lr=1e-3, schedule=schedule, step_every=1, gamma=0.5,
-                      max_steps_per_epoch=2)
+    cfg = TrainConfig(
+        epochs=2,
+        optimizer=optimizer,
+        lr=1e-3,
+        schedule=schedule,
+        step_every=1,
+        gamma=0.5,
+        max_steps_per_epoch=2,
+    )
     result = fit(_model(fmnist, 0.25), fmnist, cfg, device="cpu", progress=False)
     lrs = [row["lr"] for row in result.history]
     expected = {"step": [1e-3, 5e-4], "constant": [1e-3, 1e-3], "cosine": [1e-3, 5e-4]}[schedule]
@@ -69,20 +78,46 @@ def test_config_errors_name_the_key():
 
 
 def _train_cmd(data_root, out, resume=False):
-    cmd = [sys.executable, "-m", "robustcompress.cli", "train", "--model", "cnn8", "--width", "0.5",
-           "--dataset", "fashion-mnist", "--data-root", str(data_root), "--limit-train", "1200",
-           "--limit-test", "200", "--epochs", "3", "--batch-size", "32", "--seed", "7", "--out", str(out), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "robustcompress.cli",
+        "train",
+        "--model",
+        "cnn8",
+        "--width",
+        "0.5",
+        "--dataset",
+        "fashion-mnist",
+        "--data-root",
+        str(data_root),
+        "--limit-train",
+        "1200",
+        "--limit-test",
+        "200",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--json",
+    ]
     return cmd + (["--resume"] if resume else [])
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = subprocess.run(_train_cmd(data_root, tmp_path / "full"), capture_output=True, text=True, env=env,
-                          check=True)
+    full = subprocess.run(
+        _train_cmd(data_root, tmp_path / "full"), capture_output=True, text=True, env=env, check=True
+    )
     expected = json.loads(full.stdout)
 
-    proc = subprocess.Popen(_train_cmd(data_root, tmp_path / "killed"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        _train_cmd(data_root, tmp_path / "killed"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     meta = tmp_path / "killed" / "meta.json"
     deadline = time.time() + 120
     while time.time() < deadline and not (meta.exists() and '"epochs_done": 1' in meta.read_text()):
@@ -93,8 +128,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(data_root, tmp_path
     proc.wait()
     assert json.loads(meta.read_text())["training"]["epochs_done"] < 3
 
-    resumed = subprocess.run(_train_cmd(data_root, tmp_path / "killed", resume=True), capture_output=True,
-                             text=True, env=env, check=True)
+    resumed = subprocess.run(
+        _train_cmd(data_root, tmp_path / "killed", resume=True),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     got = json.loads(resumed.stdout)
     assert got["acc.clean"] == expected["acc.clean"]
     assert got["acc.val"] == expected["acc.val"]

@@ -119,9 +119,13 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads((directory / META).read_text())
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / META} is not valid JSON ({exc}); the checkpoint is damaged") from None
+        raise CheckpointError(
+            f"{directory / META} is not valid JSON ({exc}); the checkpoint is damaged"
+        ) from None
     if not isinstance(meta, dict) or "model" not in meta:
-        raise CheckpointError(f"{directory / META} has no 'model' entry; it is not a robustcompress checkpoint")
+        raise CheckpointError(
+            f"{directory / META} has no 'model' entry; it is not a robustcompress checkpoint"
+        )
     return meta
 
 
@@ -152,7 +156,9 @@ def load_weights(model: nn.Module, weights: Path) -> None:
     try:
         state = safetensors.torch.load_file(str(weights))
     except (OSError, safetensors.SafetensorError) as exc:
-        raise CheckpointError(f"cannot read weights {weights}: {exc}; the file is damaged or not safetensors") from None
+        raise CheckpointError(
+            f"cannot read weights {weights}: {exc}; the file is damaged or not safetensors"
+        ) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -162,8 +168,10 @@ def load_weights(model: nn.Module, weights: Path) -> None:
         details = []
         if wrong:
             k = wrong[0]
-            details.append(f"{len(wrong)} tensors differ in shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-                           f"{tuple(expected[k].shape)} in the model)")
+            details.append(
+                f"{len(wrong)} tensors differ in shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                f"{tuple(expected[k].shape)} in the model)"
+            )
         if missing:
             details.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
@@ -184,7 +192,8 @@ def check_compatible(meta: dict[str, Any], num_classes: int, in_channels: int, d
         raise CheckpointError(
             f"checkpoint model {spec.get('name')!r} expects {spec.get('in_channels')}-channel images and "
             f"{spec.get('num_classes')} classes, but dataset {dataset!r} has {in_channels} channels and "
-            f"{num_classes} classes; use the dataset the model was trained on ({meta.get('data', {}).get('dataset')})"
+            f"{num_classes} classes; use the dataset the model was trained on "
+            f"({meta.get('data', {}).get('dataset')})"
         )
 
 
@@ -194,13 +203,16 @@ def _checkpoint_dir(path: str | Path) -> Path:
         if path.name == WEIGHTS or path.name == META:
             return path.parent
         raise CheckpointError(
-            f"{path} is not a robustcompress checkpoint: give the checkpoint folder (holding {WEIGHTS} and {META}). "
+            f"{path} is not a robustcompress checkpoint: give the checkpoint folder "
+            f"(holding {WEIGHTS} and {META}). "
             "Pickled files (.pt, .pth, .pkl) are refused because unpickling can run arbitrary code."
         )
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist; give a folder written by robustcompress")
     if not (path / META).is_file() or not (path / WEIGHTS).is_file():
-        raise CheckpointError(f"checkpoint folder {path} lacks {META} or {WEIGHTS}; it is incomplete or not ours")
+        raise CheckpointError(
+            f"checkpoint folder {path} lacks {META} or {WEIGHTS}; it is incomplete or not ours"
+        )
     return path
 
 

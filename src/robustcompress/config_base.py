@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,8 +30,23 @@ def describe_validation_error(exc: ValidationError, cls: type[BaseModel], where:
         key = ".".join(str(p) for p in err["loc"])
         full = f"{where}.{key}" if where and key else (where or key)
         if err["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(cls.model_fields))
+            allowed = ", ".join(sorted(_model_at(cls, err["loc"][:-1]).model_fields))
             lines.append(f"unknown key '{full}'; allowed keys: {allowed}")
         else:
             lines.append(f"'{full}': {err['msg']} (got {err.get('input')!r})")
     return "invalid config: " + "; ".join(lines)
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The nested config class that a validation error's location points into."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        candidates = [annotation, *typing.get_args(annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        cls = nested[0]
+    return cls

@@ -61,7 +61,9 @@ def print_json(obj: Any) -> None:
 def data_options(fn: Callable) -> Callable:
     """--dataset, --data-root, --download, --limit-train, --limit-test."""
     options = [
-        click.option("--dataset", default=None, help="fashion-mnist, mnist, cifar10, cifar100, npz:PATH, folder:PATH."),
+        click.option(
+            "--dataset", default=None, help="fashion-mnist, mnist, cifar10, cifar100, npz:PATH, folder:PATH."
+        ),
         click.option(
             "--data-root",
             type=click.Path(file_okay=False),
@@ -69,8 +71,12 @@ def data_options(fn: Callable) -> Callable:
             help="Folder holding <dataset>/ files (default: $ROBUSTCOMPRESS_DATA, else a per-user cache).",
         ),
         click.option("--download", is_flag=True, help="Fetch missing official files (checksums verified)."),
-        click.option("--limit-train", type=click.IntRange(min=1), default=None, help="Use the first N training images."),
-        click.option("--limit-test", type=click.IntRange(min=1), default=None, help="Use the first N test images."),
+        click.option(
+            "--limit-train", type=click.IntRange(min=1), default=None, help="Use the first N training images."
+        ),
+        click.option(
+            "--limit-test", type=click.IntRange(min=1), default=None, help="Use the first N test images."
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -82,7 +88,9 @@ def common_options(fn: Callable) -> Callable:
     options = [
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout."),
+        click.option(
+            "--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout."
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)

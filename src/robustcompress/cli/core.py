@@ -22,27 +22,70 @@ def _log(msg: str) -> None:
 
 
 @click.command()
-@click.option("--model", "model_name", default="cnn8", show_default=True,
-              help="Zoo model (cnn8, resnet18/34/50, vgg11/16/19, mobilenetv2) or package.module:factory.")
-@click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier (compact models).")
+@click.option(
+    "--model",
+    "model_name",
+    default="cnn8",
+    show_default=True,
+    help="Zoo model (cnn8, resnet18/34/50, vgg11/16/19, mobilenetv2) or package.module:factory.",
+)
+@click.option(
+    "--width", type=float, default=1.0, show_default=True, help="Width multiplier (compact models)."
+)
 @data_options
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
 @click.option("--lr", type=float, default=None, help="Learning rate (default: 0.05 for SGD, 1e-3 for Adam).")
-@click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="cosine", show_default=True)
+@click.option(
+    "--schedule", type=click.Choice(["constant", "step", "cosine"]), default="cosine", show_default=True
+)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=None, help="Early stopping on validation accuracy.")
-@click.option("--objective", default="ce", show_default=True, help="Training objective (ce, pgd, fgsm_rs, trades, mmr).")
-@click.option("--objective-param", "objective_params", multiple=True, metavar="KEY=VALUE",
-              help="Objective parameter, e.g. eps=8/255 (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Checkpoint folder (default: runs/train/<model>-<dataset>-s<seed>).")
+@click.option(
+    "--patience", type=click.IntRange(min=1), default=None, help="Early stopping on validation accuracy."
+)
+@click.option(
+    "--objective", default="ce", show_default=True, help="Training objective (ce, pgd, fgsm_rs, trades, mmr)."
+)
+@click.option(
+    "--objective-param",
+    "objective_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Objective parameter, e.g. eps=8/255 (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Checkpoint folder (default: runs/train/<model>-<dataset>-s<seed>).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint in --out.")
 @common_options
 @user_errors
-def train(model_name, width, dataset, data_root, download, limit_train, limit_test, epochs, batch_size, optimizer, lr,
-          schedule, weight_decay, patience, objective, objective_params, out, resume, seed, device, as_json):
+def train(
+    model_name,
+    width,
+    dataset,
+    data_root,
+    download,
+    limit_train,
+    limit_test,
+    epochs,
+    batch_size,
+    optimizer,
+    lr,
+    schedule,
+    weight_decay,
+    patience,
+    objective,
+    objective_params,
+    out,
+    resume,
+    seed,
+    device,
+    as_json,
+):
     """Train a model from scratch and save a checkpoint (safetensors + JSON), every epoch."""
     from robustcompress.data import load_dataset
     from robustcompress.evaluation import accuracy
@@ -53,22 +96,42 @@ def train(model_name, width, dataset, data_root, download, limit_train, limit_te
 
     load_plugins()
     dataset = dataset or "fashion-mnist"
-    splits = load_dataset(dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
-                          download=download)
-    cfg = TrainConfig.parse({
-        "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
-        "lr": lr if lr is not None else (0.05 if optimizer == "sgd" else 1e-3), "schedule": schedule,
-        "weight_decay": weight_decay, "patience": patience, "objective": objective,
-        "objective_params": parse_params(objective_params),
-    }, where="train")
+    splits = load_dataset(
+        dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test, download=download
+    )
+    cfg = TrainConfig.parse(
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": optimizer,
+            "lr": lr if lr is not None else (0.05 if optimizer == "sgd" else 1e-3),
+            "schedule": schedule,
+            "weight_decay": weight_decay,
+            "patience": patience,
+            "objective": objective,
+            "objective_params": parse_params(objective_params),
+        },
+        where="train",
+    )
     spec = ModelSpec.for_data(model_name, splits.info, width=width)
-    model = spec.build()
+    model = spec.build(seed=seed)
     out = Path(out or f"runs/train/{_slug(model_name)}-{_slug(dataset)}-s{seed}")
     data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
-    result = fit(model, splits, cfg, device=device, seed=seed, checkpoint_dir=out, resume=resume,
-                 meta={"data": data_meta})
-    metrics = {"acc.clean": accuracy(model, splits.test, cfg.eval_batch_size), "acc.val": result.best_val_acc,
-               **{f"train.{k}": v for k, v in training_summary(result).items()}}
+    result = fit(
+        model,
+        splits,
+        cfg,
+        device=device,
+        seed=seed,
+        checkpoint_dir=out,
+        resume=resume,
+        meta={"data": data_meta},
+    )
+    metrics = {
+        "acc.clean": accuracy(model, splits.test, cfg.eval_batch_size),
+        "acc.val": result.best_val_acc,
+        **{f"train.{k}": v for k, v in training_summary(result).items()},
+    }
     from robustcompress.checkpoint import update_meta
 
     update_meta(out, metrics=metrics)
@@ -78,30 +141,68 @@ def train(model_name, width, dataset, data_root, download, limit_train, limit_te
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @data_options
-@click.option("--attacks", default=None, help="Comma-separated attacks or the suite 'standard' (APGD-CE, APGD-T, Square).")
+@click.option(
+    "--attacks",
+    default=None,
+    help="Comma-separated attacks or the suite 'standard' (APGD-CE, APGD-T, Square).",
+)
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option("--eps", "eps", type=FRACTION, multiple=True, help="Attack budget(s); fractions like 8/255 accepted.")
+@click.option(
+    "--eps", "eps", type=FRACTION, multiple=True, help="Attack budget(s); fractions like 8/255 accepted."
+)
 @click.option("--steps", type=click.IntRange(min=1), default=None)
 @click.option("--step-size", type=FRACTION, default=None)
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--n-examples", type=click.IntRange(min=1), default=None, help="Attack only the first N test images.")
+@click.option(
+    "--n-examples", type=click.IntRange(min=1), default=None, help="Attack only the first N test images."
+)
 @click.option("--corruptions", default=None, help="Corruption suite: cifar-c or mnist-c.")
 @click.option("--severities", default=None, help="Comma-separated severities (default 1..5).")
 @click.option("--efficiency", is_flag=True, help="Parameters, sparsity, MACs and CPU latency.")
 @click.option("--size", is_flag=True, help="Checkpoint and compressed-file sizes.")
-@click.option("--parent", type=click.Path(), default=None,
-              help="Uncompressed parent checkpoint: baseline for mCE, surrogate for transfer attacks, size reference.")
+@click.option(
+    "--parent",
+    type=click.Path(),
+    default=None,
+    help="Uncompressed parent checkpoint: baseline for mCE, surrogate for transfer attacks, size reference.",
+)
 @common_options
 @user_errors
-def evaluate(checkpoint, dataset, data_root, download, limit_train, limit_test, attacks, norm, eps, steps, step_size,
-             restarts, n_examples, corruptions, severities, efficiency, size, parent, seed, device, as_json):
+def evaluate(
+    checkpoint,
+    dataset,
+    data_root,
+    download,
+    limit_train,
+    limit_test,
+    attacks,
+    norm,
+    eps,
+    steps,
+    step_size,
+    restarts,
+    n_examples,
+    corruptions,
+    severities,
+    efficiency,
+    size,
+    parent,
+    seed,
+    device,
+    as_json,
+):
     """Evaluate a checkpoint: clean accuracy, and optionally attacks, corruptions, efficiency, size."""
     evaluations: list[dict[str, Any]] = [{"type": "clean"}]
     if attacks:
         if not eps:
             raise ConfigError("--attacks needs at least one --eps (e.g. --eps 8/255)")
-        adv: dict[str, Any] = {"type": "adversarial", "attacks": _split(attacks), "norm": norm, "eps": list(eps),
-                               "restarts": restarts}
+        adv: dict[str, Any] = {
+            "type": "adversarial",
+            "attacks": _split(attacks),
+            "norm": norm,
+            "eps": list(eps),
+            "restarts": restarts,
+        }
         for key, value in (("steps", steps), ("step_size", step_size), ("n_examples", n_examples)):
             if value is not None:
                 adv[key] = value
@@ -115,29 +216,55 @@ def evaluate(checkpoint, dataset, data_root, download, limit_train, limit_test, 
         evaluations.append({"type": "efficiency"})
     if size:
         evaluations.append({"type": "size"})
-    metrics = evaluate_checkpoint(checkpoint, evaluations, dataset=dataset, data_root=data_root, download=download,
-                                  limit_test=limit_test, parent=parent, seed=seed, device=device)
+    metrics = evaluate_checkpoint(
+        checkpoint,
+        evaluations,
+        dataset=dataset,
+        data_root=data_root,
+        download=download,
+        limit_test=limit_test,
+        parent=parent,
+        seed=seed,
+        device=device,
+    )
     _report(metrics, as_json)
 
 
-def evaluate_checkpoint(checkpoint, evaluations, *, dataset=None, data_root=None, download=False, limit_test=None,
-                        parent=None, seed=0, device="auto") -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint,
+    evaluations,
+    *,
+    dataset=None,
+    data_root=None,
+    download=False,
+    limit_test=None,
+    parent=None,
+    seed=0,
+    device="auto",
+) -> dict[str, Any]:
     """Load a checkpoint and its data, run the evaluations, return one dict of metrics."""
     from robustcompress.checkpoint import check_compatible, load_checkpoint
     from robustcompress.data import load_dataset
     from robustcompress.device import resolve_device
     from robustcompress.evaluation import EVALUATIONS, EvalContext
-    from robustcompress.experiments.config import _typed
+    from robustcompress.experiments.config import parse_typed
     from robustcompress.plugins import load_plugins
 
     load_plugins()
-    typed = [_typed(e, EVALUATIONS, f"evaluations[{i}]") for i, e in enumerate(evaluations)]
+    typed = [parse_typed(e, EVALUATIONS, f"evaluations[{i}]") for i, e in enumerate(evaluations)]
     model, meta = load_checkpoint(checkpoint)
     dataset = dataset or meta.get("data", {}).get("dataset")
     if not dataset:
         raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; give --dataset")
-    splits = load_dataset(dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
-                          limit_train=1, val_fraction=0.0)
+    splits = load_dataset(
+        dataset,
+        root=data_root,
+        seed=seed,
+        limit_test=limit_test,
+        download=download,
+        limit_train=1,
+        val_fraction=0.0,
+    )
     check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
     parent_model = load_checkpoint(parent)[0] if parent else None
     dev = resolve_device(device)
@@ -156,9 +283,16 @@ def evaluate_checkpoint(checkpoint, evaluations, *, dataset=None, data_root=None
 
 @click.command()
 @click.argument("config", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (overrides the config's).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value by dotted key, e.g. --set train.epochs=1 (repeatable).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder (overrides the config's)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value by dotted key, e.g. --set train.epochs=1 (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
@@ -205,8 +339,12 @@ def results(folder, experiment, columns, as_json):
 
 
 @click.command()
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Folder holding fashion-mnist/ (default: $ROBUSTCOMPRESS_DATA, else a per-user cache).")
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding fashion-mnist/ (default: $ROBUSTCOMPRESS_DATA, else a per-user cache).",
+)
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--quick", is_flag=True, help="A tiny run (a few hundred images) to check the set-up.")
 @click.option("--device", default="auto", show_default=True)

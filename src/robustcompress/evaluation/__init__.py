@@ -9,4 +9,12 @@ from robustcompress.evaluation.registry import (
     register_evaluation,
 )
 
-__all__ = ["EVALUATIONS", "EvalConfig", "EvalContext", "Metrics", "accuracy", "predict", "register_evaluation"]
+__all__ = [
+    "EVALUATIONS",
+    "EvalConfig",
+    "EvalContext",
+    "Metrics",
+    "accuracy",
+    "predict",
+    "register_evaluation",
+]

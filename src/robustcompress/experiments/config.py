@@ -59,10 +59,14 @@ class ExperimentConfig(StrictConfig):
     recipes: list[RecipeConfig] = Field(default_factory=list)
 
     def validated_stages(self) -> list[tuple[str, Any]]:
-        return [_typed(entry, STAGES, f"stages[{i}]") for i, entry in enumerate(expand_presets(self.stages))]
+        return [
+            parse_typed(entry, STAGES, f"stages[{i}]") for i, entry in enumerate(expand_presets(self.stages))
+        ]
 
     def validated_evaluations(self) -> list[tuple[str, Any]]:
-        return [_typed(entry, EVALUATIONS, f"evaluations[{i}]") for i, entry in enumerate(self.evaluations)]
+        return [
+            parse_typed(entry, EVALUATIONS, f"evaluations[{i}]") for i, entry in enumerate(self.evaluations)
+        ]
 
 
 def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,7 +85,7 @@ def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _typed(entry: dict[str, Any], registry, where: str) -> tuple[str, Any]:
+def parse_typed(entry: dict[str, Any], registry, where: str) -> tuple[str, Any]:
     if not isinstance(entry, dict) or "type" not in entry:
         raise ConfigError(f"{where} needs a 'type' key; choose one of: {', '.join(registry.names())}")
     body = {k: v for k, v in entry.items() if k != "type"}
@@ -140,7 +144,9 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"grid/override key {key!r}: {'.'.join(parts[:i + 1])} is not an index of the list")
+                raise ConfigError(
+                    f"grid/override key {key!r}: {'.'.join(parts[: i + 1])} is not an index of the list"
+                )
             node = node[int(part)]
         else:
             node = node.setdefault(part, {})

@@ -51,15 +51,21 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_experiments(cfg: ExperimentConfig, *, progress: bool = True,
-                    log: Callable[[str], None] = stderr_log) -> list[ExperimentResult]:
+def run_experiments(
+    cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = stderr_log
+) -> list[ExperimentResult]:
     """Run every grid point of `cfg` into cfg.output; returns one result per point."""
     store = ResultsStore(Path(cfg.output) / RESULTS_DB)
     return [run_experiment(point, store=store, progress=progress, log=log) for point in expand_grid(cfg)]
 
 
-def run_experiment(cfg: ExperimentConfig, *, store: ResultsStore | None = None, progress: bool = True,
-                   log: Callable[[str], None] = stderr_log) -> ExperimentResult:
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    store: ResultsStore | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = stderr_log,
+) -> ExperimentResult:
     out = Path(cfg.output)
     store = store or ResultsStore(out / RESULTS_DB)
     store.add_experiment(cfg.name, cfg.model_dump())
@@ -67,22 +73,39 @@ def run_experiment(cfg: ExperimentConfig, *, store: ResultsStore | None = None, 
     stages = cfg.validated_stages()
     evaluations = cfg.validated_evaluations()
     splits = load_dataset(
-        cfg.data.dataset, root=cfg.data.root, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
-        limit_train=cfg.data.limit_train, limit_test=cfg.data.limit_test, download=cfg.data.download,
+        cfg.data.dataset,
+        root=cfg.data.root,
+        val_fraction=cfg.data.val_fraction,
+        seed=cfg.seed,
+        limit_train=cfg.data.limit_train,
+        limit_test=cfg.data.limit_test,
+        download=cfg.data.download,
     )
-    spec = ModelSpec.for_data(cfg.model.name, splits.info, width=cfg.model.width, stem=cfg.model.stem,
-                              options=cfg.model.options)
+    spec = ModelSpec.for_data(
+        cfg.model.name, splits.info, width=cfg.model.width, stem=cfg.model.stem, options=cfg.model.options
+    )
     data_meta = {"dataset": cfg.data.dataset, **cfg.data.model_dump(exclude={"dataset", "root", "download"})}
     artifacts = out / "artifacts"
     result = ExperimentResult(cfg.name, folder=out / _safe(cfg.name))
 
-    key = digest({"data": data_meta, "model": spec.to_dict(), "train": cfg.train.model_dump(), "seed": cfg.seed})
+    key = digest(
+        {"data": data_meta, "model": spec.to_dict(), "train": cfg.train.model_dump(), "seed": cfg.seed}
+    )
 
     def train_baseline() -> nn.Module:
-        model = spec.build()
+        model = spec.build(seed=cfg.seed)
         log(f"[{cfg.name}] training {spec.name} on {cfg.data.dataset} ({len(splits.train)} images)")
-        res = fit(model, splits, cfg.train, device=device, seed=cfg.seed, progress=progress,
-                  checkpoint_dir=artifacts / f"{key}.training", resume=True, meta={"data": data_meta})
+        res = fit(
+            model,
+            splits,
+            cfg.train,
+            device=device,
+            seed=cfg.seed,
+            progress=progress,
+            checkpoint_dir=artifacts / f"{key}.training",
+            resume=True,
+            meta={"data": data_meta},
+        )
         model.rc_training = training_summary(res)  # noqa: B010  picked up in the artifact's meta
         return model
 
@@ -91,13 +114,25 @@ def run_experiment(cfg: ExperimentConfig, *, store: ResultsStore | None = None, 
     models: list[tuple[str, str, nn.Module]] = [("baseline", key, baseline)]
 
     model = baseline
-    ctx = StageContext(data=splits, device=device, seed=cfg.seed, train=cfg.train, workdir=out, parent=baseline,
-                       log=lambda m: log(f"[{cfg.name}] {m}"), progress=progress)
+    ctx = StageContext(
+        data=splits,
+        device=device,
+        seed=cfg.seed,
+        train=cfg.train,
+        workdir=out,
+        parent=baseline,
+        log=lambda m: log(f"[{cfg.name}] {m}"),
+        progress=progress,
+    )
     for i, (stage_type, stage_cfg) in enumerate(stages):
-        key = digest({"parent": key, "stage": {"type": stage_type, **stage_cfg.model_dump()}, "seed": cfg.seed})
+        key = digest(
+            {"parent": key, "stage": {"type": stage_type, **stage_cfg.model_dump()}, "seed": cfg.seed}
+        )
         parent_model = model
 
-        def apply_stage(stage_type=stage_type, stage_cfg=stage_cfg, parent_model=parent_model) -> nn.Module:
+        def apply_stage(
+            stage_type=stage_type, stage_cfg=stage_cfg, parent_model=parent_model, i=i
+        ) -> nn.Module:
             log(f"[{cfg.name}] stage {i}: {stage_type}")
             return STAGES.get(stage_type).apply(copy.deepcopy(parent_model), stage_cfg, ctx)
 
@@ -109,9 +144,15 @@ def run_experiment(cfg: ExperimentConfig, *, store: ResultsStore | None = None, 
     baseline_metrics: dict[str, Any] | None = None
     for label, art_key, mdl in to_evaluate:
         label = "final" if (label != "baseline" and art_key == models[-1][1]) else label
-        ectx = EvalContext(data=splits, device=device, seed=cfg.seed, parent=baseline if label != "baseline" else None,
-                           baseline_metrics=baseline_metrics, workdir=result.folder,
-                           log=lambda m: log(f"[{cfg.name}] {m}"))
+        ectx = EvalContext(
+            data=splits,
+            device=device,
+            seed=cfg.seed,
+            parent=baseline if label != "baseline" else None,
+            baseline_metrics=baseline_metrics,
+            workdir=result.folder,
+            log=lambda m: log(f"[{cfg.name}] {m}"),
+        )
         metrics: dict[str, Any] = {}
         for eval_type, eval_cfg in evaluations:
             eval_key = digest({"type": eval_type, **eval_cfg.model_dump()})
@@ -125,16 +166,23 @@ def run_experiment(cfg: ExperimentConfig, *, store: ResultsStore | None = None, 
         result.artifacts[label] = str(artifacts / art_key)
         if label == "baseline":
             baseline_metrics = metrics
-    _write_json(result.folder / "metrics.json", {
-        "experiment": cfg.name, "config": cfg.model_dump(), "models": result.metrics, "artifacts": result.artifacts,
-    })
+    _write_json(
+        result.folder / "metrics.json",
+        {
+            "experiment": cfg.name,
+            "config": cfg.model_dump(),
+            "models": result.metrics,
+            "artifacts": result.artifacts,
+        },
+    )
     return result
 
 
 def _cached(folder: Path, make: Callable[[], nn.Module], meta: dict[str, Any], log) -> nn.Module:
     """Load the artifact in `folder` if complete, else make and save it."""
     if (folder / META).is_file():
-        log(f"cached: {folder.name} ({meta['stage'] if isinstance(meta['stage'], str) else meta['stage']['type']})")
+        stage = meta["stage"] if isinstance(meta["stage"], str) else meta["stage"]["type"]
+        log(f"cached: {folder.name} ({stage})")
         model, _ = load_checkpoint(folder)
         return model
     model = make()

@@ -52,17 +52,27 @@ class ResultsStore:
         """The stored metrics of one evaluation of one artifact, or None if it never finished."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT name, value, text FROM metrics WHERE experiment=? AND model=? AND artifact=? AND evaluation=?",
+                "SELECT name, value, text FROM metrics"
+                " WHERE experiment=? AND model=? AND artifact=? AND evaluation=?",
                 (experiment, model, artifact, evaluation),
             ).fetchall()
         return {name: value if value is not None else text for name, value, text in rows} or None
 
-    def add_metrics(self, experiment: str, model: str, artifact: str, evaluation: str,
-                    metrics: dict[str, Any]) -> None:
+    def add_metrics(
+        self, experiment: str, model: str, artifact: str, evaluation: str, metrics: dict[str, Any]
+    ) -> None:
         now = time.time()
         rows = [
-            (experiment, model, artifact, evaluation, name,
-             float(v) if _is_number(v) else None, None if _is_number(v) else str(v), now)
+            (
+                experiment,
+                model,
+                artifact,
+                evaluation,
+                name,
+                float(v) if _is_number(v) else None,
+                None if _is_number(v) else str(v),
+                now,
+            )
             for name, v in metrics.items()
         ]
         with self._connect() as db:
@@ -99,7 +109,11 @@ def format_table(rows: dict[tuple[str, str], dict], columns: Iterable[str] | Non
     """A plain-text table: one row per (experiment, model), one column per metric."""
     if not rows:
         return "(no results)"
-    cols = list(columns) if columns else sorted({k for m in rows.values() for k in m if not k.startswith("flag.")})
+    cols = (
+        list(columns)
+        if columns
+        else sorted({k for m in rows.values() for k in m if not k.startswith("flag.")})
+    )
     header = ["experiment", "model", *cols]
     body = [[exp, mdl, *(_fmt(m.get(c)) for c in cols)] for (exp, mdl), m in rows.items()]
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]

@@ -23,7 +23,7 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: 
 
 
 def init_weights(model: nn.Module) -> None:
-    """He init for convolutions, unit batch norm, small normal for linear layers."""
+    """He init for convolutions, unit batch norm; linear layers keep PyTorch's default (trains faster)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -31,7 +31,4 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
             nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)

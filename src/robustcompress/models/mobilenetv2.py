@@ -7,7 +7,15 @@ from torch import nn
 from robustcompress.models.common import conv_bn_relu, init_weights, scaled
 
 # expansion, output channels, repeats, stride (CIFAR strides)
-SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+SETTINGS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 class InvertedResidual(nn.Module):

@@ -60,7 +60,9 @@ class ResNet(nn.Module):
         planes = [scaled(c, width) for c in (64, 128, 256, 512)]
         if stem == "cifar":
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, planes[0], 3, 1, 1, bias=False), nn.BatchNorm2d(planes[0]), nn.ReLU(inplace=True)
+                nn.Conv2d(in_channels, planes[0], 3, 1, 1, bias=False),
+                nn.BatchNorm2d(planes[0]),
+                nn.ReLU(inplace=True),
             )
         elif stem == "imagenet":
             self.stem = nn.Sequential(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from robustcompress.errors import ConfigError
@@ -23,7 +24,9 @@ STRUCTURE_ATTR = "_rc_structure"
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def _register(name: str, fn: Callable[..., nn.Module], uses_input_size: bool = False, uses_stem: bool = False):
+def _register(
+    name: str, fn: Callable[..., nn.Module], uses_input_size: bool = False, uses_stem: bool = False
+):
     def factory(num_classes, in_channels, width, input_size, stem=None, **options):
         kw = dict(num_classes=num_classes, in_channels=in_channels, width=width, **options)
         if uses_input_size:
@@ -69,7 +72,12 @@ class ModelSpec:
             raise ConfigError(f"unknown model spec keys {sorted(unknown)}")
         return cls(**d)
 
-    def build(self) -> NormalizedModel:
+    def build(self, seed: int | None = None) -> NormalizedModel:
+        """The model; with `seed`, its initial weights are a function of the seed alone."""
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.build()
         if self.width <= 0:
             raise ConfigError(f"model width must be > 0, got {self.width}")
         mean = _per_channel(self.mean, self.in_channels, "mean")
@@ -78,7 +86,12 @@ class ModelSpec:
             net = _user_model(self.name, self.num_classes, self.in_channels, self.options)
         else:
             net = MODELS.get(self.name)(
-                self.num_classes, self.in_channels, self.width, self.input_size, stem=self.stem, **self.options
+                self.num_classes,
+                self.in_channels,
+                self.width,
+                self.input_size,
+                stem=self.stem,
+                **self.options,
             )
         model = NormalizedModel(net, mean, std)
         object.__setattr__(model, SPEC_ATTR, self.to_dict())  # lets checkpoints rebuild it
@@ -122,7 +135,8 @@ def _user_model(path: str, num_classes: int, in_channels: int, options: dict[str
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(
-            f"cannot import user model {path!r} ({exc}); give it as 'package.module:factory' on the Python path"
+            f"cannot import user model {path!r} ({exc}); "
+            "give it as 'package.module:factory' on the Python path"
         ) from None
     params = inspect.signature(factory).parameters
     kw = dict(options)

@@ -5,4 +5,12 @@ from robustcompress.training.config import TrainConfig
 from robustcompress.training.loop import TrainResult, fit, make_optimizer
 from robustcompress.training.objectives import OBJECTIVES, make_objective, register_objective
 
-__all__ = ["OBJECTIVES", "TrainConfig", "TrainResult", "fit", "make_objective", "make_optimizer", "register_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "TrainConfig",
+    "TrainResult",
+    "fit",
+    "make_objective",
+    "make_optimizer",
+    "register_objective",
+]

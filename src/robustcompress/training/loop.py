@@ -45,7 +45,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
     if cfg.optimizer == "adam":
@@ -97,8 +100,21 @@ def fit(
         torch.manual_seed(seed * 100_003 + epoch)  # dropout and in-objective randomness
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         model.train()
-        stats = _train_epoch(model, data.train, cfg, objective, optimizer, scaler, amp_dtype, gen, device,
-                             callbacks, step, epoch, progress)
+        stats = _train_epoch(
+            model,
+            data.train,
+            cfg,
+            objective,
+            optimizer,
+            scaler,
+            amp_dtype,
+            gen,
+            device,
+            callbacks,
+            step,
+            epoch,
+            progress,
+        )
         step += stats.pop("steps")
         model.eval()
         val_acc = accuracy(model, data.val, cfg.eval_batch_size) if len(data.val) else stats["train_acc"]
@@ -127,14 +143,21 @@ def fit(
     return result
 
 
-def _train_epoch(model, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step, epoch,
-                 progress):
+def _train_epoch(
+    model, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step, epoch, progress
+):
     n_steps = _steps_per_epoch(len(train), cfg)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress,
-               leave=False, unit="step")
+    bar = tqdm(
+        total=n_steps,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+        unit="step",
+    )
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=gen)):
         if i >= n_steps:
@@ -162,8 +185,12 @@ def _train_epoch(model, train, cfg, objective, optimizer, scaler, amp_dtype, gen
             _call(cb, "on_step_end", step + i + 1, model)
         if progress and (i % 20 == 0 or i == n_steps - 1):
             rate = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                            img_s=f"{rate:.0f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}",
+                acc=f"{correct.item() / seen:.3f}",
+                img_s=f"{rate:.0f}",
+                refresh=False,
+            )
         bar.update(1)
     bar.close()
     elapsed = time.perf_counter() - t0
@@ -193,8 +220,10 @@ def _call(cb, name, *args):
 
 
 def _format_row(row: dict[str, float]) -> str:
-    return (f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
-            f"val acc {row['val_acc']:.4f}  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s")
+    return (
+        f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
+        f"val acc {row['val_acc']:.4f}  lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s"
+    )
 
 
 def _save(directory, model, optimizer, cfg, result, best_state, epochs_done, meta):
@@ -219,7 +248,8 @@ def _restore(directory: Path, model, optimizer, cfg):
     if meta["model"] != spec_of(model):
         raise CheckpointError(
             f"cannot resume from {directory}: it holds a {meta['model'].get('name')!r} model with "
-            f"{meta['model'].get('num_classes')} classes, not the {spec_of(model).get('name')!r} being trained; "
+            f"{meta['model'].get('num_classes')} classes, "
+            f"not the {spec_of(model).get('name')!r} being trained; "
             "use another --out folder or drop --resume"
         )
     training = meta.get("training")
@@ -232,7 +262,9 @@ def _restore(directory: Path, model, optimizer, cfg):
     if (directory / BEST_FILE).exists():
         best_state = safetensors.torch.load_file(str(directory / BEST_FILE))
     result = TrainResult(
-        history=training["history"], best_val_acc=training["best_val_acc"], best_epoch=training["best_epoch"],
+        history=training["history"],
+        best_val_acc=training["best_val_acc"],
+        best_epoch=training["best_epoch"],
         stopped_early=training["stopped_early"],
     )
     return training["epochs_done"], result, best_state
@@ -260,7 +292,14 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict[str, Any
 
 
 def training_summary(result: TrainResult) -> dict[str, Any]:
-    return json.loads(json.dumps({
-        "epochs": len(result.history), "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early, "seconds": round(result.seconds, 2),
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "epochs": len(result.history),
+                "best_val_acc": result.best_val_acc,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    )
