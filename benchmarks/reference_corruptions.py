@@ -162,8 +162,13 @@ def zoom_blur(x, s, rng):
 
 
 def snow(x, s, rng):
-    c = [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-         (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)][s - 1]  # fmt: skip
+    c = [
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ][s - 1]
     x = x.astype(np.float32) / 255.0
     layer = rng.normal(size=x.shape[:2], loc=c[0], scale=c[1])
     layer = _clipped_zoom(layer, c[2])
@@ -217,8 +222,13 @@ def saturate(x, s, rng):
 
 def elastic_transform(x, s, rng):
     size = x.shape[0]
-    alpha, sigma, aff = [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
-                         (0.1, 0.03, 0.03)][s - 1]  # fmt: skip
+    alpha, sigma, aff = [
+        (0, 0, 0.08),
+        (0.05, 0.2, 0.07),
+        (0.08, 0.06, 0.06),
+        (0.1, 0.04, 0.05),
+        (0.1, 0.03, 0.03),
+    ][s - 1]
     alpha, sigma, aff = alpha * size, sigma * size, aff * size
     img = x.astype(np.float32) / 255.0
     c, sq = size // 2, size // 3
@@ -235,8 +245,10 @@ def elastic_transform(x, s, rng):
     )
     dx = _gauss(rng.uniform(-1, 1, size=(size, size)), sigma, "reflect", 3) * alpha
     dy = _gauss(rng.uniform(-1, 1, size=(size, size)), sigma, "reflect", 3) * alpha
-    out = np.stack([ndimage.map_coordinates(img[..., k], [yy + dy, xx + dx], order=1, mode="reflect")
-                    for k in range(3)], -1)  # fmt: skip
+    out = np.stack(
+        [ndimage.map_coordinates(img[..., k], [yy + dy, xx + dx], order=1, mode="reflect") for k in range(3)],
+        -1,
+    )
     return np.clip(out, 0, 1) * 255
 
 
@@ -256,9 +268,13 @@ def jpeg_compression(x, s, rng):
 
 
 def spatter(x, s, rng):
-    loc, scale, sigma, thr, inten, mud = [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0),
-                                          (0.65, 0.3, 1, 0.69, 0.5, 0), (0.65, 0.1, 0.7, 0.69, 0.6, 1),
-                                          (0.65, 0.1, 0.5, 0.68, 0.6, 1)][s - 1]  # fmt: skip
+    loc, scale, sigma, thr, inten, mud = [
+        (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+        (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+        (0.65, 0.3, 1, 0.69, 0.5, 0),
+        (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+        (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+    ][s - 1]
     x = x.astype(np.float32) / 255.0
     liquid = _gauss(rng.normal(size=x.shape[:2], loc=loc, scale=scale), sigma)
     liquid[liquid < thr] = 0
@@ -292,10 +308,28 @@ def spatter(x, s, rng):
 
 CORRUPTIONS = {
     f.__name__: f
-    for f in (gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur, motion_blur, zoom_blur, snow,
-              frost, fog, brightness, contrast, elastic_transform, pixelate, jpeg_compression, speckle_noise,
-              gaussian_blur, spatter, saturate)
-}  # fmt: skip
+    for f in (
+        gaussian_noise,
+        shot_noise,
+        impulse_noise,
+        defocus_blur,
+        glass_blur,
+        motion_blur,
+        zoom_blur,
+        snow,
+        frost,
+        fog,
+        brightness,
+        contrast,
+        elastic_transform,
+        pixelate,
+        jpeg_compression,
+        speckle_noise,
+        gaussian_blur,
+        spatter,
+        saturate,
+    )
+}
 
 
 def apply(name: str, images: np.ndarray, severity: int, seed: int = 0, textures: np.ndarray | None = None):

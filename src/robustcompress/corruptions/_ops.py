@@ -52,8 +52,8 @@ def truncate_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def round_levels(x: torch.Tensor) -> torch.Tensor:
-    """Snap to the uint8 grid by rounding (what an 8-bit PNG or PIL image round trip does)."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
+    """Snap to the uint8 grid rounding halves up (what 8-bit PIL and ImageMagick output do)."""
+    return torch.floor(x.clamp(0, 1) * 255 + 0.5) / 255
 
 
 # ---------------------------------------------------------------------------------------------

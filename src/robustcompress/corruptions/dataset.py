@@ -172,7 +172,7 @@ class CorruptedFolder:
             per = len(images) // len(self.severities)
             if per * len(self.severities) != len(images) or len(all_labels) != len(images):
                 raise DataError(
-                    f"{self.root / (name + '.npy')} holds {len(images)} images and labels.npy {len(all_labels)}; "
+                    f"{name}.npy holds {len(images)} images, labels.npy {len(all_labels)} in {self.root}; "
                     f"expected {len(self.severities)} equal severity blocks with one label each"
                 )
             k = self.severities.index(severity)
@@ -193,5 +193,5 @@ class CorruptedFolder:
         """Float (B, C, H, W) images in [0, 1] and labels, read from the file one batch at a time."""
         images, labels = self.load(name, severity, n)
         for i in range(0, len(images), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2)
+            xb = torch.from_numpy(np.array(images[i : i + batch_size])).permute(0, 3, 1, 2)
             yield xb.float() / 255, torch.from_numpy(labels[i : i + batch_size])

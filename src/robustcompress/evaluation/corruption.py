@@ -27,11 +27,22 @@ from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics,
 # Mean top-1 error over severities 1-5 of AlexNet on ImageNet-C (Hendrycks and Dietterich 2019),
 # the usual normaliser of ImageNet-C mCE, and AlexNet's clean top-1 error for relative mCE.
 ALEXNET_IMAGENET_C = {
-    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
-    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816,
-    "frost": 0.826572, "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204,
-    "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
-}  # fmt: skip
+    "gaussian_noise": 0.886428,
+    "shot_noise": 0.894468,
+    "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880,
+    "glass_blur": 0.826268,
+    "motion_blur": 0.785948,
+    "zoom_blur": 0.798360,
+    "snow": 0.866816,
+    "frost": 0.826572,
+    "fog": 0.819324,
+    "brightness": 0.564592,
+    "contrast": 0.853204,
+    "elastic_transform": 0.646056,
+    "pixelate": 0.717840,
+    "jpeg_compression": 0.606500,
+}
 ALEXNET_CLEAN_ERR = 0.4345
 
 
