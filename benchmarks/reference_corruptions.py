@@ -122,7 +122,7 @@ def glass_blur(x, s, rng):
     for _ in range(iters):
         for h in range(size - d, d, -1):
             for w in range(size - d, d, -1):
-                dx, dy = rng.integers(-d, d, size=2)
+                dx, dy = rng.randint(-d, d, size=2)
                 x[h, w] = x[h + dy, w + dx]  # the reference's "swap" copies one way
     return np.clip(_gauss(x / 255.0, sigma), 0, 1) * 255
 
@@ -334,7 +334,7 @@ CORRUPTIONS = {
 
 def apply(name: str, images: np.ndarray, severity: int, seed: int = 0, textures: np.ndarray | None = None):
     """Corrupt uint8 images (N, H, W, C) one at a time; uint8 out, truncated like the reference."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)  # the legacy generator the reference used
     fn = CORRUPTIONS[name]
     out = np.empty_like(images)
     for i, img in enumerate(images):

@@ -104,45 +104,100 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
 
     The kernel has width 2*radius+1 taps at distances i = 0..2r along the direction, weights
     exp(-i^2 / 2 sigma^2) normalised to sum 1; tap i reads the pixel (round(i cos a), round(i sin a))
-    away, repeating edge pixels beyond the border.
+    away, repeating edge pixels beyond the border. Batched as one edge-padded copy of the batch and
+    one gather per tap (each image reads its own offset).
     """
     n, c, h, w = x.shape
     width = 2 * int(round(radius)) + 1
     taps = torch.arange(width, dtype=torch.float64)
     weights = torch.exp(-(taps**2) / (2 * sigma**2))
-    keep = weights > weights.sum() * 1e-7
+    keep = weights > weights.sum() * 1e-4  # dropped taps move no pixel by 1/100 of a grey level
     taps, weights = taps[keep], weights[keep] / weights[keep].sum()
     a = torch.deg2rad(angles_deg.to(torch.float64).cpu())
     # ImageMagick rounds with ceil(v - 0.5)
-    dx = torch.ceil(taps[None, :] * torch.cos(a)[:, None] - 0.5).long().to(x.device)  # (N, taps)
-    dy = torch.ceil(taps[None, :] * torch.sin(a)[:, None] - 0.5).long().to(x.device)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    nidx = torch.arange(n, device=x.device)[:, None, None]
-    xp = x.permute(0, 2, 3, 1)  # (N, H, W, C)
-    out = torch.zeros_like(xp)
+    dx = torch.ceil(taps[None, :] * torch.cos(a)[:, None] - 0.5).long()  # (N, taps)
+    dy = torch.ceil(taps[None, :] * torch.sin(a)[:, None] - 0.5).long()
+    pad = int(max(dx.abs().max(), dy.abs().max())) if n else 0
+    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate") if pad else x
+    wp = w + 2 * pad
+    flat = xp.reshape(n, c, -1)
+    rows = torch.arange(h, device=x.device)[:, None] + pad
+    cols = torch.arange(w, device=x.device)[None, :] + pad
+    base = (rows * wp + cols).flatten()[None, :]  # (1, H*W)
+    offsets = (dy * wp + dx).to(x.device)  # (N, taps)
+    out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
     for t in range(len(taps)):
-        r = (rows[None, :] + dy[:, t : t + 1]).clamp(0, h - 1)  # (N, H)
-        cc = (cols[None, :] + dx[:, t : t + 1]).clamp(0, w - 1)  # (N, W)
-        out += float(weights[t]) * xp[nidx, r[:, :, None], cc[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+        idx = (base + offsets[:, t : t + 1])[:, None, :].expand(n, c, h * w)
+        out.add_(flat.gather(2, idx), alpha=float(weights[t]))
+    return out.view(n, c, h, w)
+
+
+def shifted_sum(x: torch.Tensor, kernel: np.ndarray, pad_mode: str = "reflect") -> torch.Tensor:
+    """2-D correlation with a small kernel as a sum of shifted copies (faster than depthwise conv on CPU)."""
+    kh, kw = kernel.shape
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=pad_mode)
+    out = torch.zeros_like(x)
+    for i in range(kh):
+        for j in range(kw):
+            if kernel[i, j] != 0:
+                out.add_(xp[..., i : i + h, j : j + w], alpha=float(kernel[i, j]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # geometry
 
 
+@lru_cache(maxsize=64)
+def _zoom_operator(n: int, factor: float) -> np.ndarray:
+    """(n x n) matrix of a 1-D clipped zoom: centre crop of ceil(n / factor), linear zoom, centre trim."""
+    ch = int(math.ceil(n / factor))
+    top = (n - ch) // 2
+    out_len = int(round(ch * factor))
+    trim = (out_len - n) // 2
+    mat = np.zeros((n, n))
+    for i in range(n):
+        # scipy.ndimage.zoom (grid_mode=False) maps the corner pixel centres onto each other
+        pos = (i + trim) * (ch - 1) / (out_len - 1) if out_len > 1 else 0.0
+        lo = min(int(np.floor(pos)), ch - 1)
+        frac = pos - lo
+        mat[i, top + lo] += 1 - frac
+        if frac > 0:
+            mat[i, top + lo + 1] += frac
+    return mat
+
+
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Zoom into the centre by `factor` keeping the size (SciPy `zoom(order=1)` on the centre crop)."""
+    """Zoom into the centre by `factor` keeping the size (SciPy `zoom(order=1)` on the centre crop).
+
+    Bilinear zoom is separable: one small matrix per axis.
+    """
     h, w = x.shape[-2:]
-    ch, cw = int(math.ceil(h / factor)), int(math.ceil(w / factor))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[..., top : top + ch, left : left + cw]
-    oh, ow = int(round(ch * factor)), int(round(cw * factor))
-    # scipy.ndimage.zoom (grid_mode=False) maps corner pixel centres onto each other
-    big = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=True)
-    tt, tl = (oh - h) // 2, (ow - w) // 2
-    return big[..., tt : tt + h, tl : tl + w]
+    ah = operator(_zoom_operator(h, float(factor)), x)
+    aw = ah if w == h else operator(_zoom_operator(w, float(factor)), x)
+    return ah @ x @ aw.T
+
+
+@lru_cache(maxsize=16)
+def _zoom_blur_operator(h: int, w: int, factors: tuple[float, ...]) -> np.ndarray:
+    """(HW x HW) matrix of the mean of the image and its clipped zooms (for small images)."""
+    total = np.eye(h * w)
+    for z in factors:
+        total += np.kron(_zoom_operator(h, z), _zoom_operator(w, z))
+    return total / (len(factors) + 1)
+
+
+def zoom_mean(x: torch.Tensor, factors: tuple[float, ...]) -> torch.Tensor:
+    """Mean of x and its clipped zooms by `factors`: one matrix product for images up to 64x64."""
+    n, c, h, w = x.shape
+    if h * w <= 64 * 64:
+        op = operator(_zoom_blur_operator(h, w, tuple(float(z) for z in factors)), x)
+        return (x.reshape(n * c, h * w) @ op.T).view(n, c, h, w)
+    out = x.clone()
+    for z in factors:
+        out += clipped_zoom(x, float(z))
+    return out / (len(factors) + 1)
 
 
 def sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, border: str) -> torch.Tensor:

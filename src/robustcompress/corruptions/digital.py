@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -70,10 +72,19 @@ def jpeg_compression(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tens
     u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(u8)
     mode = "L" if u8.shape[-1] == 1 else "RGB"
-    for i, img in enumerate(u8):
-        buf = io.BytesIO()
-        Image.fromarray(img[..., 0] if mode == "L" else img, mode=mode).save(buf, "JPEG", quality=quality)
-        buf.seek(0)
-        dec = np.asarray(Image.open(buf).convert(mode))
-        out[i] = dec[..., None] if mode == "L" else dec
+
+    def code(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            buf = io.BytesIO()
+            img = u8[i, ..., 0] if mode == "L" else u8[i]
+            Image.fromarray(img, mode=mode).save(buf, "JPEG", quality=quality)
+            buf.seek(0)
+            dec = np.asarray(Image.open(buf).convert(mode))
+            out[i] = dec[..., None] if mode == "L" else dec
+
+    # Pillow releases the GIL while it encodes and decodes: one thread per core
+    workers = max(1, min(os.cpu_count() or 1, len(u8) // 64))
+    step = -(-len(u8) // workers)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda lo: code(lo, min(lo + step, len(u8))), range(0, len(u8), step)))
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255

@@ -20,11 +20,14 @@ def shot_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
 
 
 def impulse_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
-    """Salt and pepper: a fraction `amount` of the values (per channel) is set to 0 or 1, half each."""
-    flip = _ops.uniform(x.shape, g, x.device) <= p["amount"]
-    salt = _ops.uniform(x.shape, g, x.device) <= 0.5
-    out = torch.where(flip & salt, torch.ones_like(x), x)
-    return torch.where(flip & ~salt, torch.zeros_like(x), out)
+    """Salt and pepper: a fraction `amount` of the values (per channel) is set to 0 or 1, half each.
+
+    One uniform draw per value decides both: u < amount/2 is pepper, amount/2 <= u < amount salt.
+    """
+    u = _ops.uniform(x.shape, g, x.device)
+    half = p["amount"] / 2
+    out = torch.where(u < half, torch.zeros_like(x), x)
+    return torch.where((u >= half) & (u < p["amount"]), torch.ones_like(x), out)
 
 
 def speckle_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:

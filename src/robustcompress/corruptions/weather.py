@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -47,21 +48,31 @@ def fog(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
 def procedural_frost(n: int, h: int, w: int, g: torch.Generator, device) -> torch.Tensor:
     """(n, 3, h, w) frost textures in [0, 1]: ice crystals on a mottled pale-blue film.
 
-    Stands in for the photos of frost the reference blends in (not redistributable here): a
-    rough plasma fractal gives the film, sparse seeds smeared along two random directions give
-    needle-like crystals; the mean intensity is about 0.45, brightest in blue.
+    A rough plasma fractal gives the film, sparse seeds smeared along two random directions give
+    needle-like crystals; the mean intensity of the bank is about 0.5, brightest in blue.
     """
     size = _ops.next_pow2(max(h, w))
     film = _ops.plasma_fractal(n, size, 1.6, g, device)[:, None, :h, :w]
-    seeds = (_ops.uniform((n, 1, h, w), g, device) > 0.93).float()
+    seeds = (_ops.uniform((n, 1, h, w), g, device) > 0.9).float()
     crystals = torch.zeros_like(seeds)
     for _ in range(2):
         angles = _ops.uniform((n,), g, "cpu", -180.0, 180.0, dtype=torch.float64)
-        crystals += _ops.motion_blur(seeds, max(2, round(h / 8)), max(1.0, h / 12), angles)
+        crystals += _ops.motion_blur(seeds, 4, 2.7, angles)
     crystals = crystals / crystals.flatten(1).amax(1).clamp_min(1e-6).view(n, 1, 1, 1)
-    grey = (0.18 + 0.35 * film + 0.65 * crystals).clamp(0, 1)
+    grey = (0.2 + 0.45 * film + 0.75 * crystals).clamp(0, 1)
     tint = torch.tensor([0.82, 0.92, 1.0], device=device).view(1, 3, 1, 1)
     return (grey * tint).clamp(0, 1)
+
+
+@lru_cache(maxsize=8)
+def frost_bank(side: int, device: str = "cpu") -> torch.Tensor:
+    """Five fixed (3, side, side) procedural frost "photos", the stand-in for the reference's.
+
+    Like the reference's photos they do not depend on the seed; the seed picks a photo and a crop
+    for every image.
+    """
+    g = torch.Generator().manual_seed(20190328)
+    return procedural_frost(5, side, side, g, "cpu").to(device)
 
 
 def load_frost_images(paths: list[str | Path], scale: float = 0.2) -> list[torch.Tensor]:
@@ -82,6 +93,17 @@ def load_frost_images(paths: list[str | Path], scale: float = 0.2) -> list[torch
             )
         out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255)
     return out
+
+
+def _crop_bank(bank: torch.Tensor, n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    """A random photo and a random h x w crop of it for each of n images (one gather)."""
+    k, _, bh, bw = bank.shape
+    pick = _ops.randint((n,), g, bank.device, 0, k)
+    top = _ops.randint((n,), g, bank.device, 0, bh - h)
+    left = _ops.randint((n,), g, bank.device, 0, bw - w)
+    rows = (top[:, None] + torch.arange(h, device=bank.device))[:, :, None]
+    cols = (left[:, None] + torch.arange(w, device=bank.device))[:, None, :]
+    return bank.permute(0, 2, 3, 1)[pick[:, None, None], rows, cols].permute(0, 3, 1, 2)
 
 
 def _crop_frost(images: list[torch.Tensor], n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
@@ -106,7 +128,8 @@ def frost(x: torch.Tensor, p: dict, g: torch.Generator, frost_images: list[torch
     if frost_images:
         texture = _crop_frost(frost_images, n, h, w, g).to(x.device, x.dtype)
     else:
-        texture = procedural_frost(n, h, w, g, x.device).to(x.dtype)
+        side = max(256, _ops.next_pow2(2 * max(h, w)))
+        texture = _crop_bank(frost_bank(side, str(x.device)), n, h, w, g).to(x.dtype)
     if x.shape[1] == 1:
         texture = _ops.to_gray(texture)
     return (p["image_coef"] * x + p["frost_coef"] * texture).clamp(0, 1)
