@@ -86,12 +86,14 @@ def main() -> None:
             suite_seconds += ours
         extra = "" if name in suite.corruptions else " (extra)"
         print(
-            f"| {name}{extra} | {ours_rate:,.0f} | {ref_rate:,.0f} | {ours_rate / ref_rate:.0f}x | {ours:.1f} |",
+            f"| {name}{extra} | {ours_rate:,.0f} | {ref_rate:,.0f} | {ours_rate / ref_rate:.0f}x "
+            f"| {ours:.1f} |",
             flush=True,
         )
     bench = [n for n in names if n in suite.corruptions]
     print(
-        f"\nbenchmark suite ({len(bench)} corruptions x 5 severities x {args.n} images): {suite_seconds:.1f} s"
+        f"\nbenchmark suite ({len(bench)} corruptions x 5 severities x {args.n} images): "
+        f"{suite_seconds:.1f} s"
     )
 
 

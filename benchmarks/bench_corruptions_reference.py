@@ -80,7 +80,8 @@ def main() -> None:
     suite = SUITES.get("cifar-c")
     names = args.corruptions.split(",") if args.corruptions else suite.names()
     print(
-        f"cnn8 (width 0.5) trained {args.epochs} epochs on 8,068 CIFAR-10 images; clean error {clean_err:.3f} on 1,017 test images"
+        f"cnn8 (width 0.5) trained {args.epochs} epochs on 8,068 CIFAR-10 images; "
+        f"clean error {clean_err:.3f} on 1,017 test images"
     )
     print("| corruption | severity | change ours | change ref | diff | error ours | error ref | diff |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -97,7 +98,8 @@ def main() -> None:
             within_err += de <= 0.15
             total += 1
             print(
-                f"| {name} | {sev} | {ca:.2f} | {cb:.2f} | {100 * dc:.1f}% | {ea:.3f} | {eb:.3f} | {100 * de:.1f}% |",
+                f"| {name} | {sev} | {ca:.2f} | {cb:.2f} | {100 * dc:.1f}% "
+                f"| {ea:.3f} | {eb:.3f} | {100 * de:.1f}% |",
                 flush=True,
             )
     print(
