@@ -305,3 +305,39 @@ def test_evaluation_on_grey_images_uses_the_cifar_suite(fmnist):
     m = _run(model, splits, severities=[3])
     assert len([k for k in m if k.startswith("err.")]) == 19
     assert m["mce"] == pytest.approx(100)
+
+
+def test_evaluate_cli_maps_to_the_corruption_evaluation(tmp_path, data_root, trained_cnn8):
+    """`evaluate CKPT --corruptions cifar-c --parent P --json`: the parent is the CE baseline."""
+    from robustcompress.checkpoint import save_checkpoint
+
+    model, _ = trained_cnn8
+    parent = copy.deepcopy(model)
+    child = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in child.parameters():
+            p.mul_(0.9)
+    meta = {"data": {"dataset": "fashion-mnist"}}
+    save_checkpoint(tmp_path / "parent", parent, meta)
+    save_checkpoint(tmp_path / "child", child, meta)
+    args = [
+        "evaluate",
+        str(tmp_path / "child"),
+        "--data-root",
+        str(data_root),
+        "--limit-test",
+        "40",
+        "--corruptions",
+        "cifar-c",
+        "--severities",
+        "1,5",
+        "--parent",
+        str(tmp_path / "parent"),
+        "--json",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout.strip().splitlines()[-1])
+    assert metrics["corruption.baseline"] == "baseline-metrics"
+    assert {"mce", "ce.fog", "err.fog.5", "corruption.acc_mean"} <= set(metrics)
+    assert 0 < metrics["mce"] < 1000

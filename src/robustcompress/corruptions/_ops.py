@@ -43,7 +43,7 @@ def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
 
     A tolerance of 1e-4 of a grey level keeps exact levels (k / 255 held as k - 1e-7) at k.
     """
-    return torch.floor(x.clamp(0, 1) * 255 + 1e-4).to(torch.uint8)
+    return (x.clamp(0, 1) * 255).add_(1e-4).floor_().to(torch.uint8)
 
 
 def truncate_levels(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ def truncate_levels(x: torch.Tensor) -> torch.Tensor:
 
 def round_levels(x: torch.Tensor) -> torch.Tensor:
     """Snap to the uint8 grid rounding halves up (what 8-bit PIL and ImageMagick output do)."""
-    return torch.floor(x.clamp(0, 1) * 255 + 0.5) / 255
+    return (x.clamp(0, 1) * 255).add_(0.5).floor_().div_(255)
 
 
 # ---------------------------------------------------------------------------------------------
