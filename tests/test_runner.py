@@ -1,5 +1,8 @@
 import json
 
+from click.testing import CliRunner
+
+from robustcompress.cli import main
 from robustcompress.experiments.config import ExperimentConfig, expand_grid, load_config
 from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import ResultsStore
@@ -55,6 +58,11 @@ stages = [{type = "finetune", epochs = 1}]
     again = run_experiments(cfg, progress=False, log=logs.append)
     assert not any("training" in m or "evaluating" in m or "stage" in m for m in logs)
     assert again[1].metrics == tuned.metrics
+
+    shown = CliRunner().invoke(main, ["results", str(tmp_path / "out")])
+    assert shown.exit_code == 0 and "tiny/tuned" in shown.output and "acc.clean" in shown.output
+    missing = CliRunner().invoke(main, ["results", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no results store" in missing.output
 
 
 def test_grid_expands_to_named_points():

@@ -11,6 +11,8 @@ from robustcompress import __version__
 # Each area adds its commands in its own module; listed here so `--help` shows them all.
 COMMAND_MODULES = [
     "robustcompress.cli.core",
+    "robustcompress.cli.compress",
+    "robustcompress.cli.report",
     "robustcompress.cli.corrupt",
 ]
 

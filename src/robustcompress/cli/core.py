@@ -302,6 +302,7 @@ def run(config, out, overrides, as_json, quiet):
     from robustcompress.experiments.runner import RESULTS_DB, run_experiments
     from robustcompress.experiments.store import ResultsStore, format_table
     from robustcompress.plugins import load_plugins
+    from robustcompress.report import write_report
 
     load_plugins()
     values = parse_params(overrides)
@@ -309,6 +310,7 @@ def run(config, out, overrides, as_json, quiet):
         values["output"] = out
     cfg = load_config(config, values)
     results = run_experiments(cfg, progress=not quiet)
+    _log(f"report: {write_report(cfg.output, log=_log)}")
     if as_json:
         print_json({r.name: r.metrics for r in results})
     else:

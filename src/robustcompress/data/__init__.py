@@ -3,7 +3,7 @@
 Images come out as float32 N x C x H x W in [0, 1]; normalisation is the model's first layer.
 """
 
-from robustcompress.data import idx, npz  # noqa: F401  (register the readers)
+from robustcompress.data import cifar, folder, idx, npz  # noqa: F401  (register the readers)
 from robustcompress.data.load import load_dataset, parse_dataset_name, split_dataset
 from robustcompress.data.registry import DATASETS, register_dataset
 from robustcompress.data.root import resolve_data_root

@@ -7,13 +7,11 @@ import os
 import numpy as np
 
 from robustcompress.data.registry import DATASETS
-from robustcompress.data.root import HOW_TO_FIX, resolve_data_root
+from robustcompress.data.root import resolve_data_root
 from robustcompress.data.splits import balanced_first, train_val_split
 from robustcompress.data.stats import channel_stats
 from robustcompress.data.types import DatasetInfo, DataSplits, ImageData, RawDataset
-from robustcompress.errors import ConfigError, DataError
-
-NEEDS_ROOT = {"fashion-mnist", "mnist", "cifar10", "cifar100"}
+from robustcompress.errors import ConfigError
 
 
 def parse_dataset_name(name: str) -> tuple[str, str | None]:
@@ -47,11 +45,6 @@ def load_dataset(
     kind, argument = parse_dataset_name(name)
     reader = DATASETS.get(kind)
     data_root = resolve_data_root(root)
-    if kind in NEEDS_ROOT and not data_root.is_dir() and not download:
-        raise DataError(
-            f"data root {data_root} does not exist, so dataset {name!r} cannot be read from "
-            f"{data_root / kind}. {HOW_TO_FIX}"
-        )
     raw = reader(data_root, argument, download)
     return split_dataset(
         name, raw, val_fraction=val_fraction, seed=seed, limit_train=limit_train, limit_test=limit_test

@@ -42,11 +42,14 @@ def resolve_user_path(text: str, root: Path, what: str) -> Path:
     )
 
 
-def missing_files_error(name: str, folder: Path, missing: Iterable[str], hint: str = "") -> DataError:
+def missing_files_error(
+    name: str, folder: Path, missing: Iterable[str], alternative: str = "", hint: str = ""
+) -> DataError:
     """A DataError naming the dataset, the folder searched, each file expected there, and the fix."""
     files = ", ".join(missing)
-    where = f"folder {folder}" if folder.is_dir() else f"folder {folder} (which does not exist)"
-    message = f"dataset {name!r}: missing {files} in {where}. {HOW_TO_FIX}"
-    if hint:
-        message += f" {hint}"
-    return DataError(message)
+    absent = folder
+    while not absent.parent.exists() and absent.parent != absent:
+        absent = absent.parent
+    where = f"folder {folder}" if folder.is_dir() else f"folder {folder} ({absent} does not exist)"
+    message = f"dataset {name!r}: missing {files} in {where}{alternative}. {HOW_TO_FIX}"
+    return DataError(f"{message} {hint}" if hint else message)

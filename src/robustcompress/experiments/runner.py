@@ -106,7 +106,7 @@ def run_experiment(
             resume=True,
             meta={"data": data_meta},
         )
-        model.rc_training = training_summary(res)  # noqa: B010  picked up in the artifact's meta
+        model.rc_training = {**training_summary(res), "config": cfg.train.model_dump()}  # noqa: B010  picked up in the artifact's meta
         return model
 
     baseline = _cached(artifacts / key, train_baseline, {"data": data_meta, "stage": "baseline"}, log)

@@ -1,0 +1,207 @@
+"""`compress`: apply a compression recipe (a preset or explicit options) to a checkpoint."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robustcompress.cli.common import common_options, data_options, print_json, user_errors
+from robustcompress.errors import ConfigError
+
+
+def recipe_from_options(
+    preset: str | None,
+    prune: str | None,
+    amount: float | None,
+    cluster: int | None,
+    quantize: int | None,
+    qat_epochs: int,
+    int8: bool,
+    finetune_epochs: int,
+    objective: str,
+    objective_params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The ordered stage list the options describe: prune -> finetune -> cluster -> ptq|qat -> int8."""
+    explicit = prune or cluster or quantize or int8
+    if preset and explicit:
+        raise ConfigError("give either --preset or explicit --prune/--cluster/--quantize/--int8, not both")
+    finetune = {
+        "type": "finetune",
+        "epochs": finetune_epochs,
+        "objective": objective,
+        "objective_params": objective_params,
+    }
+    if preset:
+        stages: list[dict[str, Any]] = [{"type": "preset", "name": preset}]
+        return stages + ([finetune] if finetune_epochs else [])
+    if not explicit and not finetune_epochs:
+        raise ConfigError(
+            "nothing to do: give --preset NAME or at least one of --prune, --cluster, --quantize, --int8"
+        )
+    stages = []
+    if prune:
+        if amount is None:
+            raise ConfigError(
+                "--prune needs --amount (the fraction of weights or channels to remove, e.g. 0.5)"
+            )
+        stages.append({"type": "prune", "method": prune, "amount": amount})
+    if finetune_epochs:
+        stages.append(finetune)
+    if cluster:
+        stages.append({"type": "cluster", "clusters": cluster})
+    if quantize:
+        stages.append(
+            {"type": "qat", "bits": quantize, "epochs": qat_epochs}
+            if qat_epochs
+            else {"type": "ptq", "bits": quantize}
+        )
+    if int8:
+        stages.append({"type": "int8"})
+    return stages
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option(
+    "--preset", default=None, help="A named recipe, e.g. pcqat-int8 (see docs/compression presets)."
+)
+@click.option(
+    "--prune",
+    type=click.Choice(["global", "layerwise", "channel"]),
+    default=None,
+    help="Unstructured global / layer-wise magnitude pruning, or structured channel pruning.",
+)
+@click.option(
+    "--amount",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Fraction of weights (or channels) to prune.",
+)
+@click.option(
+    "--cluster", type=click.IntRange(min=2), default=None, help="Share weights: N clusters per layer."
+)
+@click.option("--quantize", type=click.IntRange(1, 16), default=None, help="Quantize weights to BITS bits.")
+@click.option(
+    "--qat-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Quantization-aware training epochs (0: post-training quantization).",
+)
+@click.option("--int8", is_flag=True, help="Convert to a real int8 CPU model at the end.")
+@click.option(
+    "--finetune-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Fine-tuning epochs after pruning (or after the preset).",
+)
+@click.option(
+    "--objective",
+    default="ce",
+    show_default=True,
+    help="Fine-tuning objective (ce, pgd, fgsm_rs, trades, mmr).",
+)
+@click.option("--objective-param", "objective_params", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Folder for the compressed checkpoint."
+)
+@data_options
+@common_options
+@user_errors
+def compress(
+    checkpoint,
+    preset,
+    prune,
+    amount,
+    cluster,
+    quantize,
+    qat_epochs,
+    int8,
+    finetune_epochs,
+    objective,
+    objective_params,
+    out,
+    dataset,
+    data_root,
+    download,
+    limit_train,
+    limit_test,
+    seed,
+    device,
+    as_json,
+):
+    """Compress a checkpoint, fine-tune if asked, save it and report accuracy before and after."""
+    from robustcompress.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+    from robustcompress.cli.core import parse_params
+    from robustcompress.data import load_dataset
+    from robustcompress.device import resolve_device
+    from robustcompress.evaluation import accuracy
+    from robustcompress.experiments.config import expand_presets, parse_typed
+    from robustcompress.experiments.stages import STAGES, StageContext
+    from robustcompress.plugins import load_plugins
+    from robustcompress.training import TrainConfig
+
+    load_plugins()
+    stages = recipe_from_options(
+        preset,
+        prune,
+        amount,
+        cluster,
+        quantize,
+        qat_epochs,
+        int8,
+        finetune_epochs,
+        objective,
+        parse_params(objective_params),
+    )
+    typed = [parse_typed(s, STAGES, f"stage {i}") for i, s in enumerate(expand_presets(stages))]
+    model, meta = load_checkpoint(checkpoint)
+    dataset = dataset or meta.get("data", {}).get("dataset")
+    if not dataset:
+        raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; give --dataset")
+    splits = load_dataset(
+        dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test, download=download
+    )
+    check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
+    train_cfg = TrainConfig.parse(
+        meta.get("training", {}).get("config", {}), where="checkpoint training config"
+    )
+    dev = resolve_device(device)
+    ctx = StageContext(
+        data=splits,
+        device=dev,
+        seed=seed,
+        train=train_cfg,
+        workdir=Path(out).parent,
+        parent=copy.deepcopy(model),
+        log=lambda m: click.echo(m, err=True),
+    )
+    before = accuracy(model.to(dev), splits.test)
+    for name, cfg in typed:
+        click.echo(f"stage {name}", err=True)
+        model = STAGES.get(name).apply(model, cfg, ctx)
+    after = accuracy(model, splits.test)
+    metrics = {"acc.clean.before": before, "acc.clean": after}
+    data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
+    save_checkpoint(
+        out,
+        model,
+        {
+            "data": data_meta,
+            "recipe": stages,
+            "metrics": metrics,
+            "training": meta.get("training", {}),
+            "parent": str(checkpoint),
+        },
+    )
+    if as_json:
+        print_json(metrics)
+    else:
+        click.echo(f"accuracy {before:.4f} -> {after:.4f}; compressed checkpoint: {out}")
+
+
+COMMANDS = [compress]

@@ -1,0 +1,159 @@
+"""The report's plots (matplotlib, rendered off-screen to PNG bytes).
+
+- clean accuracy vs compression ratio, Pareto front highlighted (paper 000),
+- robust accuracy vs clean accuracy (paper 001: robustness falls before accuracy),
+- mCE vs compression ratio, Pareto front highlighted (paper 000).
+A plot whose metrics no model has is skipped with the reason, never drawn empty.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from robustcompress.report.metrics import better, metric_kind
+from robustcompress.report.pareto import number, pareto_front
+from robustcompress.report.results import ModelRow
+
+ROBUST = "robust acc.*"
+# Which evaluation produces a metric, for the hint of a skipped plot.
+PRODUCED_BY = {"acc.clean": "clean", "size.ratio": "size", "mce": "corruption", ROBUST: "adversarial"}
+MAX_ROBUST_SERIES = 4
+
+
+@dataclass
+class Plot:
+    name: str  # file-name-like id, e.g. "accuracy_vs_ratio"
+    title: str
+    png: bytes | None = None
+    skipped: str | None = None  # why it was not drawn
+
+
+def make_plots(rows: Sequence[ModelRow]) -> list[Plot]:
+    """Every report plot over `rows` (drawn, or skipped with a reason)."""
+    return [accuracy_vs_ratio(rows), robust_vs_clean(rows), mce_vs_ratio(rows)]
+
+
+def accuracy_vs_ratio(rows: Sequence[ModelRow]) -> Plot:
+    return _scatter_with_front(
+        rows, "size.ratio", "acc.clean", "accuracy_vs_ratio", "Clean accuracy vs compression ratio"
+    )
+
+
+def mce_vs_ratio(rows: Sequence[ModelRow]) -> Plot:
+    return _scatter_with_front(
+        rows, "size.ratio", "mce", "mce_vs_ratio", "mCE vs compression ratio", reference_y=100.0
+    )
+
+
+def robust_vs_clean(rows: Sequence[ModelRow]) -> Plot:
+    plot = Plot("robust_vs_clean", "Robust accuracy vs clean accuracy")
+    series = robust_metrics(rows)
+    if not series:
+        plot.skipped = _missing("acc.clean", ROBUST, rows)
+        return plot
+    fig, ax = _figure()
+    markers = "osD^"
+    for metric, marker in zip(series, markers):
+        pts = _points(rows, "acc.clean", metric)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=metric, zorder=3)
+        for x, y, label in pts:
+            _annotate(ax, x, y, label)
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="robust = clean")
+    ax.set_xlabel(_axis_label("acc.clean"))
+    ax.set_ylabel("robust accuracy (%)")
+    ax.legend(fontsize=8)
+    plot.png = _png(fig, ax, plot.title)
+    return plot
+
+
+def robust_metrics(rows: Sequence[ModelRow]) -> list[str]:
+    """Robust-accuracy metrics that some model has together with acc.clean: worst-case first."""
+    names = {
+        k
+        for r in rows
+        if number(r.metrics.get("acc.clean")) is not None
+        for k, v in r.metrics.items()
+        if k.startswith("acc.") and k not in ("acc.clean", "acc.val") and number(v) is not None
+    }
+    order = sorted(names, key=lambda n: (0 if "worst" in n else 1 if "pgd" in n else 2, n))
+    return order[:MAX_ROBUST_SERIES]
+
+
+def _scatter_with_front(
+    rows: Sequence[ModelRow], x: str, y: str, name: str, title: str, reference_y: float | None = None
+) -> Plot:
+    plot = Plot(name, title)
+    pts = _points(rows, x, y)
+    if not pts:
+        plot.skipped = _missing(x, y, rows)
+        return plot
+    fig, ax = _figure()
+    objectives = [(x, better(x) or "max"), (y, better(y) or "max")]
+    front = set(pareto_front([{x: p[0], y: p[1]} for p in pts], objectives))
+    rest = [p for i, p in enumerate(pts) if i not in front]
+    on = sorted((p for i, p in enumerate(pts) if i in front), key=lambda p: (p[0], p[1]))
+    ax.scatter([p[0] for p in rest], [p[1] for p in rest], color="tab:blue", label="models", zorder=3)
+    ax.scatter([p[0] for p in on], [p[1] for p in on], color="tab:red", s=60, label="Pareto front", zorder=4)
+    ax.step([p[0] for p in on], [p[1] for p in on], where="pre", color="tab:red", lw=1, alpha=0.6)
+    for px, py, label in pts:
+        _annotate(ax, px, py, label)
+    if reference_y is not None:
+        ax.axhline(reference_y, ls=":", color="grey", lw=1, label=f"baseline level ({reference_y:g})")
+    ax.set_xlabel(_axis_label(x))
+    ax.set_ylabel(_axis_label(y))
+    ax.legend(fontsize=8)
+    plot.png = _png(fig, ax, title)
+    return plot
+
+
+def _points(rows: Sequence[ModelRow], x: str, y: str) -> list[tuple[float, float, str]]:
+    """(x, y, label) of every row having both metrics; fractions in %."""
+    out = []
+    for r in rows:
+        vx, vy = number(r.metrics.get(x)), number(r.metrics.get(y))
+        if vx is not None and vy is not None:
+            out.append((_scale(x, vx), _scale(y, vy), r.label))
+    return out
+
+
+def _scale(metric: str, v: float) -> float:
+    return 100 * v if metric_kind(metric) == "fraction" else v
+
+
+def _axis_label(metric: str) -> str:
+    units = {"fraction": "%", "score": "100 = baseline", "ratio": "x", "ms": "ms", "bytes": "bytes"}
+    unit = units.get(metric_kind(metric))
+    return f"{metric} ({unit})" if unit else metric
+
+
+def _missing(x: str, y: str, rows: Sequence[ModelRow]) -> str:
+    have = lambda m: any(number(r.metrics.get(m)) is not None for r in rows)  # noqa: E731
+    absent = [m for m in (x, y) if "*" in m or not have(m)] or [f"{x} and {y} on the same model"]
+    hints = sorted({PRODUCED_BY.get(m, "") for m in absent} - {""})
+    add = f" (add the {' and '.join(hints)} evaluation{'s' if len(hints) > 1 else ''})" if hints else ""
+    return f"skipped: no model has {', '.join(absent)}{add}"
+
+
+def _figure():
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _annotate(ax, x: float, y: float, label: str) -> None:
+    ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.8)
+
+
+def _png(fig, ax, title: str) -> bytes:
+    ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()

@@ -1,0 +1,135 @@
+"""Reads an output folder's results store into rows a report can show: one row per model.
+
+Recipes of one study share their baseline (the same artifact), so the comparison shows each
+baseline once and then every experiment's final model, each compared with its own baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustcompress.errors import ConfigError
+
+RESULTS_DB = "results.sqlite"  # the runner's name for the store (experiments.runner.RESULTS_DB)
+
+
+@dataclass
+class ModelRow:
+    """The metrics of one model of one experiment ('baseline', 'final' or 'stage<i>:<type>')."""
+
+    experiment: str
+    model: str
+    artifact: str
+    metrics: dict[str, Any]
+    label: str = ""  # short display name, set by Results
+
+    @property
+    def flags(self) -> dict[str, str]:
+        """Raised gradient-masking flags: `flag.*` metrics with a message (or a non-zero value)."""
+        return {
+            k: str(v) for k, v in self.metrics.items() if k.startswith("flag.") and v not in (None, "", 0)
+        }
+
+
+@dataclass
+class Results:
+    folder: Path
+    rows: list[ModelRow]  # every (experiment, model), experiments in run order
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment -> config
+
+    @property
+    def experiments(self) -> list[str]:
+        return list(dict.fromkeys(r.experiment for r in self.rows))
+
+    def models_of(self, experiment: str) -> list[ModelRow]:
+        return [r for r in self.rows if r.experiment == experiment]
+
+    def baseline_of(self, experiment: str) -> ModelRow | None:
+        return next((r for r in self.models_of(experiment) if r.model == "baseline"), None)
+
+    def comparison_rows(self) -> list[ModelRow]:
+        """Each distinct baseline once, then every experiment's final model."""
+        seen: set[str] = set()
+        baselines = []
+        for r in self.rows:
+            if r.model == "baseline" and r.artifact not in seen:
+                seen.add(r.artifact)
+                baselines.append(r)
+        return baselines + [r for r in self.rows if r.model == "final"]
+
+    def metric_names(self) -> list[str]:
+        return sorted({k for r in self.rows for k in r.metrics})
+
+
+def results_path(folder: str | Path) -> Path:
+    """The store of an output folder (or the store file itself); a clear error if there is none."""
+    folder = Path(folder)
+    path = folder if folder.is_file() else folder / RESULTS_DB
+    if not path.is_file():
+        raise ConfigError(
+            f"no results store at {path}: give the output folder of a `robustcompress run` "
+            f"(the folder holding {RESULTS_DB})"
+        )
+    return path
+
+
+def load_results(folder: str | Path) -> Results:
+    """Every model's latest metrics and every experiment's config, read-only."""
+    path = results_path(folder)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            order = [n for (n,) in db.execute("SELECT name FROM experiments ORDER BY created")]
+            configs = {n: json.loads(c) for n, c in db.execute("SELECT name, config FROM experiments")}
+            metric_rows = db.execute(
+                "SELECT experiment, model, artifact, name, value, text FROM metrics ORDER BY created"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(
+            f"{path} is not a readable results store ({exc}); rerun `robustcompress run`"
+        ) from None
+
+    # (experiment, model) -> the artifact evaluated last and its metrics (an older artifact of the
+    # same name, from before a config change, is superseded).
+    latest: dict[tuple[str, str], str] = {}
+    metrics: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for exp, model, artifact, name, value, text in metric_rows:
+        latest[(exp, model)] = artifact
+        metrics.setdefault((exp, model, artifact), {})[name] = value if value is not None else text
+    rank = {name: i for i, name in enumerate(order)}
+    keys = sorted(latest, key=lambda k: (rank.get(k[0], len(rank)), _model_rank(k[1])))
+    rows = [ModelRow(e, m, latest[(e, m)], metrics[(e, m, latest[(e, m)])]) for e, m in keys]
+    results = Results(Path(folder), rows, configs)
+    _set_labels(results)
+    return results
+
+
+def _model_rank(model: str) -> tuple[int, int]:
+    if model == "baseline":
+        return (0, 0)
+    if model == "final":
+        return (2, 0)
+    index = model.removeprefix("stage").split(":", 1)[0]
+    return (1, int(index) if index.isdigit() else 0)
+
+
+def _set_labels(results: Results) -> None:
+    """Short names: the experiments' shared 'study/' prefix is dropped; baselines say whose they are."""
+    names = results.experiments
+    prefixes = {n.split("/", 1)[0] for n in names if "/" in n}
+    strip = len(prefixes) == 1 and all("/" in n for n in names) and len(names) > 1
+    short = {n: n.split("/", 1)[1] if strip else n for n in names}
+    baseline_artifacts = {r.artifact for r in results.rows if r.model == "baseline"}
+    for r in results.rows:
+        if r.model == "baseline":
+            r.label = "baseline" if len(baseline_artifacts) == 1 else f"{short[r.experiment]} (baseline)"
+        elif r.model == "final":
+            r.label = short[r.experiment]
+        else:
+            r.label = f"{short[r.experiment]} ({r.model})"
