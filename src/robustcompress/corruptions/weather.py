@@ -36,7 +36,13 @@ def fog(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Fog: a diamond-square plasma fractal added, then the image rescaled to its old maximum."""
     n, _, h, w = x.shape
     size = p.get("mapsize") or _ops.next_pow2(max(h, w))
-    plasma = _ops.plasma_fractal(n, size, p["decay"], g, x.device)[:, None, :h, :w].to(x.dtype)
+    per = max(1, (1 << 22) // (size * size))  # bound memory: MNIST-C crops 28x28 out of 256x256 maps
+    plasma = torch.cat(
+        [
+            _ops.plasma_fractal(min(per, n - i), size, p["decay"], g, x.device)[:, None, :h, :w]
+            for i in range(0, n, per)
+        ]
+    ).to(x.dtype)
     strength = p["strength"]
     max_val = x.flatten(1).amax(1).view(n, 1, 1, 1)
     return ((x + strength * plasma) * max_val / (max_val + strength)).clamp(0, 1)
