@@ -152,6 +152,8 @@ def test_on_the_fly_and_written_dataset_give_the_same_numbers(tmp_path, small, m
     )
     stored = _run(model, small, source=str(tmp_path / "c"), **cfg)
     assert live == stored
+    # without a choice, a source folder is evaluated on what it holds
+    assert _run(model, small, source=str(tmp_path / "c"), seed=7) == live
     assert set(live) >= {
         "err.gaussian_noise.2",
         "err.glass_blur.5",
@@ -305,6 +307,9 @@ def test_evaluation_on_grey_images_uses_the_cifar_suite(fmnist):
     m = _run(model, splits, severities=[3])
     assert len([k for k in m if k.startswith("err.")]) == 19
     assert m["mce"] == pytest.approx(100)
+    bench_only = _run(model, splits, severities=[3], extras=False)
+    assert len([k for k in bench_only if k.startswith("err.")]) == 15
+    assert bench_only["mce"] == m["mce"] and bench_only["corruption.err_mean"] == m["corruption.err_mean"]
 
 
 def test_evaluate_cli_maps_to_the_corruption_evaluation(tmp_path, data_root, trained_cnn8):

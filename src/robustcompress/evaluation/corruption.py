@@ -48,7 +48,8 @@ ALEXNET_CLEAN_ERR = 0.4345
 
 class CorruptionEvalConfig(EvalConfig):
     suite: Literal["cifar-c", "mnist-c"] = "cifar-c"
-    corruptions: list[str] | None = None  # None: the suite's benchmark corruptions and its extras
+    corruptions: list[str] | None = None  # None: the suite's benchmark corruptions (+ extras, below)
+    extras: bool = True  # with corruptions = None, also the extras (reported, never in mCE)
     severities: list[int] | None = None  # None: all of the suite's severities (1..5; MNIST-C has 1)
     source: str | None = None  # folder of a written corrupted dataset; None = corrupt on the fly
     n_examples: int | None = Field(None, ge=1)
@@ -57,6 +58,18 @@ class CorruptionEvalConfig(EvalConfig):
     baseline: Literal["auto", "self", "alexnet"] = "auto"
     frost_images: list[str] | None = None  # photos of frost instead of the procedural texture
     heatmap: bool = False  # write corruption_heatmap.png into the evaluation's workdir
+
+
+def _chosen(cfg: CorruptionEvalConfig) -> tuple[list[str], list[int]]:
+    """The corruptions and severities to evaluate; with a source folder, by default those it holds."""
+    suite = SUITES.get(cfg.suite)
+    names = cfg.corruptions if cfg.corruptions is not None else suite.names(extras=cfg.extras)
+    severities = cfg.severities
+    if cfg.source and cfg.corruptions is None:
+        folder = CorruptedFolder.open(cfg.source)
+        names = [n for n in names if n in folder.corruptions] or names
+        severities = severities or [s for s in suite.severities if s in folder.severities]
+    return suite.select(names, severities)
 
 
 def _keys(names: list[str], sevs: list[int]) -> list[tuple[str, int]]:
@@ -68,8 +81,7 @@ def corruption_errors(
     models: list[nn.Module], data, cfg: CorruptionEvalConfig, device: torch.device, log=lambda m: None
 ) -> list[dict]:
     """Top-1 errors of each model: {"clean": e, (name, severity): e}, every model on the same images."""
-    suite = SUITES.get(cfg.suite)
-    names, sevs = suite.select(cfg.corruptions, cfg.severities)
+    names, sevs = _chosen(cfg)
     n = len(data) if cfg.n_examples is None else min(cfg.n_examples, len(data))
     x_all, y_all = data.x[:n], data.y[:n]
     for m in models:
@@ -171,8 +183,7 @@ def _alexnet(names: list[str], sevs: list[int]) -> dict:
 
 @register_evaluation("corruption", CorruptionEvalConfig)
 def evaluate_corruption(model: nn.Module, cfg: CorruptionEvalConfig, ctx: EvalContext) -> Metrics:
-    suite = SUITES.get(cfg.suite)
-    names, sevs = suite.select(cfg.corruptions, cfg.severities)
+    names, sevs = _chosen(cfg)
     baseline, label = None, "self"
     models = [model]
     if cfg.baseline == "alexnet":
