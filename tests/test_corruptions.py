@@ -211,6 +211,17 @@ def test_quantized_corruption_does_not_depend_on_batching(cifar):
     assert whole.dtype == torch.uint8
     again = corrupt_quantized(cifar[:20], "gaussian_noise", 3, seed=4)
     assert torch.equal(whole, again)
+    many = torch.rand(1500, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    at_once = corrupt_quantized(many, "gaussian_noise", 3, seed=4)
+    in_blocks = torch.cat(
+        [
+            corrupt_quantized(many[:1000], "gaussian_noise", 3, seed=4),
+            corrupt_quantized(many[1000:], "gaussian_noise", 3, seed=4, start=1000),
+        ]
+    )
+    assert torch.equal(at_once, in_blocks)
+    with pytest.raises(ConfigError, match="multiple of 1000"):
+        corrupt_quantized(many[:10], "gaussian_noise", 3, start=500)
     # truncation, as the released files: exact grey levels survive a no-op corruption
     same = corrupt_quantized(cifar[:5], "contrast", 1)
     assert same.dtype == torch.uint8

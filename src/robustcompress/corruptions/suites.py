@@ -426,19 +426,19 @@ def corrupt_quantized(
     """Corrupt images x[i] = image `start + i` of a dataset, returning uint8 (N, C, H, W).
 
     Random draws come from one generator per block of CHUNK dataset images, so the same image gets
-    the same corruption whether it is corrupted in a batch of 1, 256 or 10,000; this is what makes
-    on-the-fly evaluation give the same numbers as a written dataset. `start` must be a multiple of
-    CHUNK unless the batch stays inside one block.
+    the same corruption whatever the caller's batch size, as long as batches are whole blocks
+    starting at a multiple of CHUNK; this is what makes on-the-fly evaluation give the same numbers
+    as a written dataset.
     """
+    if start % CHUNK:
+        raise ConfigError(
+            f"corrupt_quantized batches must start at a multiple of {CHUNK} images, not {start}"
+        )
     c = SUITES.get(suite).get(name)
     outs = []
-    i = 0
-    while i < len(x):
-        block = (start + i) // CHUNK
-        end = min(len(x), (block + 1) * CHUNK - start)
-        if (start + i) % CHUNK and i == 0 and block * CHUNK != start + i:
-            raise ConfigError("corrupt_quantized batches must start at a multiple of CHUNK images")
-        g = chunk_generator(seed, suite, name, severity, block, x.device)
-        outs.append(_ops.quantize_uint8(c(x[i:end], severity, generator=g, frost_images=frost_images)))
-        i = end
+    for i in range(0, len(x), CHUNK):
+        g = chunk_generator(seed, suite, name, severity, (start + i) // CHUNK, x.device)
+        outs.append(
+            _ops.quantize_uint8(c(x[i : i + CHUNK], severity, generator=g, frost_images=frost_images))
+        )
     return torch.cat(outs) if outs else torch.empty(0, *x.shape[1:], dtype=torch.uint8)
