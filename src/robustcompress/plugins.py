@@ -13,6 +13,7 @@ MODULES = [
     "robustcompress.evaluation.clean",
     "robustcompress.compression.pruning",
     "robustcompress.evaluation.efficiency",
+    "robustcompress.evaluation.corruption",
 ]
 
 
