@@ -11,6 +11,9 @@ import importlib
 MODULES = [
     "robustcompress.training",
     "robustcompress.evaluation.clean",
+    "robustcompress.compression.pruning",
+    "robustcompress.evaluation.efficiency",
+    "robustcompress.evaluation.corruption",
 ]
 
 

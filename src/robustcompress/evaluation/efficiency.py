@@ -1,0 +1,218 @@
+"""Efficiency: parameters, non-zeros, sparsity, MACs and measured CPU latency; per-layer sparsity.
+
+Metrics (evaluation `efficiency`):
+- `params`: every parameter entry (a masked weight counts once, at its full size);
+- `params.nonzero`: entries that are not exactly zero (masks applied);
+- `sparsity`: fraction of zeros among conv and linear weights (what pruning targets);
+- `macs`: multiply-accumulates of one image through conv and linear layers (forward hooks);
+- `macs.nonzero`: the same counting only non-zero weights (what sparse kernels could reach);
+- `latency.cpu_ms.b1`, `latency.cpu_ms.b64`: median wall time of a forward pass on the CPU under
+  torch.inference_mode, after warm-up, in milliseconds; `latency.cpu_threads`: torch's intra-op
+  thread count during the measurement (set it with `threads`, default: torch's current setting).
+With a parent (the uncompressed model), `params.reduction` and `macs.reduction` are parent / this.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn.utils import parametrize
+
+from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
+
+CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def effective_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter as the forward pass sees it (masks applied), keyed "module.param"."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList) or name.endswith("parametrizations"):
+            continue
+        prefix = f"{name}." if name else ""
+        for pname, p in module.named_parameters(recurse=False):
+            out[prefix + pname] = p.detach()
+        if parametrize.is_parametrized(module):
+            for pname in module.parametrizations:
+                out[prefix + pname] = getattr(module, pname).detach()
+    return out
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters)."""
+    tensors = effective_tensors(model).values()
+    return sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors)
+
+
+def layer_sparsity(model: nn.Module) -> list[dict]:
+    """One row per conv / linear layer: name, type, weights, non-zeros, sparsity (paper 002 Fig. 2)."""
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, CONV_LINEAR):
+            w = module.weight.detach()
+            nonzero = int(torch.count_nonzero(w))
+            kind = type(module).__name__.removeprefix("Parametrized")
+            sparse = 1 - nonzero / max(w.numel(), 1)
+            rows.append(
+                {"layer": name, "type": kind, "weights": w.numel(), "nonzero": nonzero, "sparsity": sparse}
+            )
+    return rows
+
+
+def sparsity(model: nn.Module) -> float:
+    rows = layer_sparsity(model)
+    total = sum(r["weights"] for r in rows)
+    return 1 - sum(r["nonzero"] for r in rows) / max(total, 1)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    """(MACs, MACs with non-zero weights) of one image, from forward hooks on conv and linear layers."""
+    totals = [0, 0]
+
+    def hook(module, inputs, output):
+        w = module.weight
+        per_out = output[0].numel() // output.shape[1]  # output positions per output channel
+        totals[0] += w.numel() * per_out
+        totals[1] += int(torch.count_nonzero(w)) * per_out
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CONV_LINEAR)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(example_input[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return totals[0], totals[1]
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    repeats: int = 20,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> float:
+    """Median milliseconds of a CPU forward pass of a (batch_size, *input_shape) batch."""
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    x = torch.rand(batch_size, *input_shape, generator=torch.Generator().manual_seed(0))
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                cpu_model(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                cpu_model(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return 1000 * statistics.median(times)
+
+
+def sparsity_table(rows: list[dict] | dict[str, list[dict]]) -> str:
+    """Markdown table of `layer_sparsity` rows; a dict of label -> rows gives one sparsity column each."""
+    labelled = rows if isinstance(rows, dict) else {"sparsity": rows}
+    labels = list(labelled)
+    first = labelled[labels[0]]
+    lines = [
+        "| layer | type | weights | " + " | ".join(labels) + " |",
+        "|---|---|---:|" + "---:|" * len(labels),
+    ]
+    for i, r in enumerate(first):
+        cells = " | ".join(f"{labelled[lab][i]['sparsity']:.3f}" for lab in labels)
+        lines.append(f"| {r['layer']} | {r['type']} | {r['weights']} | {cells} |")
+    return "\n".join(lines)
+
+
+def plot_layer_sparsity(
+    rows: dict[str, list[dict]], path: str | Path, title: str = "Sparsity by layer"
+) -> Path:
+    """Grouped bar plot of per-layer sparsity (one bar colour per label), written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(rows)
+    n_layers = len(rows[labels[0]])
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * n_layers + 2), 3.5))
+    for j, label in enumerate(labels):
+        xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(n_layers)]
+        ax.bar(xs, [r["sparsity"] for r in rows[label]], width, label=label)
+    ax.set_xticks(range(n_layers))
+    ax.set_xticklabels([str(i + 1) for i in range(n_layers)])
+    ax.set_xlabel("prunable layer (model order)")
+    ax.set_ylabel("sparsity")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+class EfficiencyConfig(EvalConfig):
+    latency: bool = Field(True, description="measure CPU latency (slow for big models)")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    repeats: int = Field(20, ge=1)
+    warmup: int = Field(3, ge=0)
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads while timing (default: current)"
+    )
+    layer_table: bool = Field(True, description="write layer_sparsity.md and .png into the workdir")
+
+
+def efficiency_metrics(model: nn.Module, example_input: torch.Tensor, cfg: EfficiencyConfig | None = None,
+                       parent: nn.Module | None = None) -> Metrics:  # fmt: skip
+    """The metrics of the `efficiency` evaluation for `model` on inputs shaped like `example_input`."""
+    cfg = cfg or EfficiencyConfig()
+    params, nonzero = count_params(model)
+    macs, macs_nonzero = count_macs(model, example_input)
+    metrics: Metrics = {"params": params, "params.nonzero": nonzero, "sparsity": sparsity(model)}
+    metrics.update({"macs": macs, "macs.nonzero": macs_nonzero})
+    if parent is not None:
+        parent_macs, _ = count_macs(parent, example_input.to(next(parent.parameters()).device))
+        metrics["params.reduction"] = count_params(parent)[0] / max(params, 1)
+        metrics["macs.reduction"] = parent_macs / max(macs, 1)
+    if cfg.latency:
+        for b in cfg.batch_sizes:
+            metrics[f"latency.cpu_ms.b{b}"] = measure_latency(
+                model, example_input.shape[1:], b, cfg.repeats, cfg.warmup, cfg.threads
+            )
+        metrics["latency.cpu_threads"] = cfg.threads or torch.get_num_threads()
+    return metrics
+
+
+@register_evaluation("efficiency", EfficiencyConfig)
+def evaluate_efficiency(model: nn.Module, cfg: EfficiencyConfig, ctx: EvalContext) -> Metrics:
+    example = ctx.data.test.x[:1].to(ctx.device)
+    model.to(ctx.device)
+    metrics = efficiency_metrics(model, example, cfg, ctx.parent)
+    if cfg.layer_table and ctx.workdir is not None:
+        rows = layer_sparsity(model)
+        Path(ctx.workdir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(ctx.workdir) / ".layer_sparsity.md.tmp"
+        tmp.write_text(sparsity_table(rows) + "\n")
+        tmp.replace(Path(ctx.workdir) / "layer_sparsity.md")
+        plot_layer_sparsity({"sparsity": rows}, Path(ctx.workdir) / "layer_sparsity.png")
+    return metrics
