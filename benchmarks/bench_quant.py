@@ -33,6 +33,7 @@ from robustcompress.evaluation import accuracy
 from robustcompress.evaluation.size import checkpoint_bytes
 from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.models import ModelSpec
+from robustcompress.plugins import load_plugins
 from robustcompress.training import TrainConfig, fit
 
 
@@ -87,6 +88,7 @@ def latency_ms(fn, x, repeats: int = 10) -> float:
 
 
 def main() -> None:
+    load_plugins()  # the pruning area's `prune` stage when installed (else the stand-in above)
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--train", type=int, default=4000)

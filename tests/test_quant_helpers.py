@@ -10,7 +10,10 @@ from torch import nn
 
 import robustcompress.compression  # noqa: F401  (registers stages and structures)
 from robustcompress.experiments.stages import STAGES, StageContext
+from robustcompress.plugins import load_plugins
 from robustcompress.training import TrainConfig
+
+load_plugins()  # the pruning area's `prune` stage, for presets
 
 
 def small_splits(splits, train: int = 256, test: int = 300, val: int = 100):
