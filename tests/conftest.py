@@ -10,6 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per worker: two workers with two threads each oversubscribe two cores
+    torch.set_num_threads(1)
+
 
 def _data_root() -> Path:
     env = os.environ.get("ROBUSTCOMPRESS_TEST_DATA")

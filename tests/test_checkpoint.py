@@ -87,3 +87,30 @@ def test_structure_entries_are_replayed(tmp_path):
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def test_a_replay_that_returns_a_new_module_keeps_the_spec(tmp_path):
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) * 2
+
+    @STRUCTURES.register("test_wrapped")
+    def wrap(model, params):
+        return Wrapped(model)
+
+    model = Wrapped(build_model("cnn8", in_channels=1, input_size=28, width=0.25))
+    from robustcompress.checkpoint import carry_metadata
+
+    carry_metadata(model.inner, model)
+    add_structure(model, "test_wrapped")
+    save_checkpoint(tmp_path / "a", model)
+    loaded, _ = load_checkpoint(tmp_path / "a")
+    save_checkpoint(tmp_path / "b", loaded)  # needs the spec carried through the replay
+    again, _ = load_checkpoint(tmp_path / "b")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(again(x), model.eval()(x))

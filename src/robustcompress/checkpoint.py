@@ -147,8 +147,10 @@ def build_from_meta(meta: dict[str, Any]) -> nn.Module:
     model = spec.build()
     for entry in meta.get("structure", []):
         params = {k: v for k, v in entry.items() if k != "kind"}
-        model = STRUCTURES.get(entry["kind"])(model, params)
-        add_structure(model, entry["kind"], **params)
+        replayed = STRUCTURES.get(entry["kind"])(model, params)
+        if replayed is not model:  # a transform that returns a new module (e.g. int8) keeps the spec
+            carry_metadata(model, replayed)
+        model = add_structure(replayed, entry["kind"], **params)
     return model
 
 

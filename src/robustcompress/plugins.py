@@ -11,8 +11,11 @@ import importlib
 MODULES = [
     "robustcompress.training",
     "robustcompress.evaluation.clean",
+    "robustcompress.compression",
     "robustcompress.compression.pruning",
     "robustcompress.evaluation.efficiency",
+    "robustcompress.evaluation.corruption",
+    "robustcompress.evaluation.size",
 ]
 
 

@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "robustcompress.cli.core",
     "robustcompress.cli.compress",
     "robustcompress.cli.report",
+    "robustcompress.cli.corrupt",
+    "robustcompress.cli.export",
     "robustcompress.cli.attack",
 ]
 

@@ -187,10 +187,12 @@ def efficiency_metrics(model: nn.Module, example_input: torch.Tensor, cfg: Effic
     """The metrics of the `efficiency` evaluation for `model` on inputs shaped like `example_input`."""
     cfg = cfg or EfficiencyConfig()
     params, nonzero = count_params(model)
-    macs, macs_nonzero = count_macs(model, example_input)
-    metrics: Metrics = {"params": params, "params.nonzero": nonzero, "sparsity": sparsity(model)}
-    metrics.update({"macs": macs, "macs.nonzero": macs_nonzero})
-    if parent is not None:
+    metrics: Metrics = {}
+    if params:  # an opaque compiled model (the ONNX Runtime int8 model) has no parameters to count
+        macs, macs_nonzero = count_macs(model, example_input)
+        metrics = {"params": params, "params.nonzero": nonzero, "sparsity": sparsity(model)}
+        metrics.update({"macs": macs, "macs.nonzero": macs_nonzero})
+    if parent is not None and params:
         parent_macs, _ = count_macs(parent, example_input.to(next(parent.parameters()).device))
         metrics["params.reduction"] = count_params(parent)[0] / max(params, 1)
         metrics["macs.reduction"] = parent_macs / max(macs, 1)

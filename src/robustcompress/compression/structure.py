@@ -1,0 +1,24 @@
+"""Bridge to the checkpoint's structure records: register replays, record changes, copy metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from robustcompress.checkpoint import STRUCTURES, add_structure, carry_metadata, structure_of
+
+Replay = Callable[[nn.Module, dict[str, Any]], nn.Module]
+
+__all__ = ["add_structure", "carry_metadata", "register_structure", "structure_of"]
+
+
+def register_structure(kind: str) -> Callable[[Replay], Replay]:
+    """Decorator: `fn(model, params) -> model` redoes a change of kind `kind` on a freshly built model."""
+
+    def add(fn: Replay) -> Replay:
+        STRUCTURES.register(kind)(fn)
+        return fn
+
+    return add

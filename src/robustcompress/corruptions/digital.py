@@ -1,0 +1,90 @@
+"""Digital corruptions: brightness, contrast, saturation, elastic warps, pixelation and JPEG."""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robustcompress.corruptions import _ops
+
+
+def brightness(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    """Raise the HSV value by `shift` (hue and saturation kept)."""
+    return _ops.shift_value(x, p["shift"]).clamp(0, 1)
+
+
+def contrast(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    """Pull every channel towards its own per-image mean by `factor`."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    return ((x - mean) * p["factor"] + mean).clamp(0, 1)
+
+
+def saturate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    """HSV saturation S -> clip(S * scale + shift)."""
+    return _ops.scale_saturation(x, p["scale"], p["shift"]).clamp(0, 1)
+
+
+def elastic_transform(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    """A random affine warp of three control points, then a smooth random displacement field.
+
+    Affine: the points centre +- size//3 move by up to `affine` px (bilinear, reflected borders).
+    Elastic: uniform noise in [-1, 1] blurred by a Gaussian of `sigma` (truncated at 3 sigma) and
+    scaled by `alpha` displaces every pixel (bilinear, half-sample reflection).
+    """
+    n, _, h, w = x.shape
+    cy, cx = h // 2, w // 2
+    sq = min(h, w) // 3
+    pts1 = torch.tensor([[cy + sq, cx + sq], [cy + sq, cx - sq], [cy - sq, cx - sq]], dtype=torch.float64)
+    shift = _ops.uniform((n, 3, 2), g, "cpu", -p["affine"], p["affine"], dtype=torch.float64)
+    pts2 = pts1 + shift
+    a = torch.cat([pts1, torch.ones(3, 1, dtype=torch.float64)], dim=1)  # (3, 3): [px, py, 1]
+    m = torch.linalg.solve(a, pts2).transpose(1, 2)  # (N, 2, 3): M [px, py, 1] = [px', py']
+    lin_inv = torch.linalg.inv(m[:, :, :2])
+    inv = torch.cat([lin_inv, -lin_inv @ m[:, :, 2:]], dim=2)
+    x = _ops.affine_sample(x, inv.to(x.dtype) if x.dtype == torch.float64 else inv.float(), "reflect101")
+    field = _ops.uniform((n, 2, h, w), g, x.device, -1.0, 1.0, dtype=x.dtype)
+    if p["sigma"] > 0:
+        field = _ops.gaussian_blur(field, p["sigma"], mode="reflect", truncate=3.0)
+    field = field * p["alpha"]
+    rows, cols = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype),
+        torch.arange(w, device=x.device, dtype=x.dtype),
+        indexing="ij",
+    )
+    return _ops.sample(x, rows + field[:, 1], cols + field[:, 0], "reflect").clamp(0, 1)
+
+
+def pixelate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    """Box down-sampling to `scale` of the size and box up-sampling back (PIL BOX, 8-bit passes)."""
+    h, w = x.shape[-2:]
+    small = _ops.box_resize_uint8(_ops.round_levels(x), int(h * p["scale"]), int(w * p["scale"]))
+    return _ops.box_resize_uint8(small, h, w)
+
+
+def jpeg_compression(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
+    """Encode and decode every image with the JPEG codec of Pillow (libjpeg) at `quality`."""
+    quality = int(p["quality"])
+    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(u8)
+    mode = "L" if u8.shape[-1] == 1 else "RGB"
+
+    def code(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            buf = io.BytesIO()
+            img = u8[i, ..., 0] if mode == "L" else u8[i]
+            Image.fromarray(img, mode=mode).save(buf, "JPEG", quality=quality)
+            buf.seek(0)
+            dec = np.asarray(Image.open(buf).convert(mode))
+            out[i] = dec[..., None] if mode == "L" else dec
+
+    # Pillow releases the GIL while it encodes and decodes: one thread per core
+    workers = max(1, min(os.cpu_count() or 1, len(u8) // 64))
+    step = -(-len(u8) // workers)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda lo: code(lo, min(lo + step, len(u8))), range(0, len(u8), step)))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255

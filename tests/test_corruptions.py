@@ -1,0 +1,233 @@
+"""The corruption functions: contracts (shape, range, seeds), severity ordering, agreement with the
+per-image reference, MNIST-C specifics and user-supplied frost."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from robustcompress.corruptions import SUITES, corrupt, corrupt_quantized, load_frost_images
+from robustcompress.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_NAMES = SUITES.get("cifar-c").names()
+MNIST_NAMES = SUITES.get("mnist-c").names()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small batches run far faster on one thread on a busy 2-core machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _reference():
+    spec = importlib.util.spec_from_file_location(
+        "reference_corruptions", REPO / "benchmarks" / "reference_corruptions.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cifar_u8(data_root) -> np.ndarray:
+    """48 exact CIFAR-10 test images, uint8 (N, H, W, C)."""
+    return np.load(data_root / "cifar10" / "cifar10_exact_subset.npz")["x_test"][:48]
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_u8) -> torch.Tensor:
+    return torch.from_numpy(cifar_u8).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.fixture(scope="module")
+def grey28(fmnist) -> torch.Tensor:
+    return fmnist.test.x[:12]
+
+
+@pytest.mark.parametrize(
+    ("suite", "name"), [("cifar-c", n) for n in CIFAR_NAMES] + [("mnist-c", n) for n in MNIST_NAMES]
+)
+def test_contract_shape_range_and_seeds(suite, name, cifar, grey28):
+    c = SUITES.get(suite).get(name)
+    for x in (cifar[:6], grey28[:6]):
+        for sev in (c.severities[0], c.severities[-1]):
+            a = corrupt(x, name, sev, suite=suite, seed=1)
+            assert a.shape == x.shape and a.dtype == x.dtype and a.device == x.device
+            assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+            assert torch.equal(a, corrupt(x, name, sev, suite=suite, seed=1)), "same seed, same output"
+            assert not torch.equal(a, x), f"{name} severity {sev} left the images unchanged"
+            b = corrupt(x, name, sev, suite=suite, seed=2)
+            assert torch.equal(a, b) != c.random, "random corruptions differ between seeds, others do not"
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(
+        corrupt(cifar[:6], name, c.severities[0], suite=suite, generator=g),
+        corrupt(cifar[:6], name, c.severities[0], suite=suite, seed=1),
+    )
+
+
+def test_pixel_change_grows_with_severity_where_the_reference_does(cifar):
+    suite = SUITES.get("cifar-c")
+    monotone = [n for n in suite.names() if suite.get(n).pixel_monotone]
+    assert {"elastic_transform", "frost", "glass_blur", "spatter"}.isdisjoint(monotone)
+    for name in monotone:
+        change = [(corrupt(cifar, name, s, seed=0) - cifar).abs().mean().item() for s in suite.severities]
+        for lo, hi in zip(change, change[1:]):
+            # motion blur's severities 3 and 4 change pixels equally in the reference too
+            assert hi >= 0.97 * lo, f"{name}: pixel change {change} does not grow with severity"
+        assert change[-1] > 1.2 * change[0], f"{name}: {change}"
+
+
+DETERMINISTIC = [
+    "defocus_blur",
+    "zoom_blur",
+    "brightness",
+    "contrast",
+    "pixelate",
+    "jpeg_compression",
+    "gaussian_blur",
+    "saturate",
+]
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_batched_equals_per_image_reference(name, cifar, cifar_u8):
+    """Where no randomness is involved, the batched corruption is the per-image one to +-1 grey level.
+
+    (+-1: a value that lands exactly on a grey level truncates either way with float rounding.)
+    """
+    ref = _reference()
+    for sev in (1, 3, 5):
+        ours = corrupt_quantized(cifar[:16], name, sev).permute(0, 2, 3, 1).numpy().astype(int)
+        theirs = ref.apply(name, cifar_u8[:16], sev).astype(int)
+        diff = np.abs(ours - theirs)
+        assert diff.max() <= 1 and diff.mean() < 0.15, (
+            f"{name} severity {sev}: max {diff.max()}, mean {diff.mean()}"
+        )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "snow",
+        "fog",
+        "elastic_transform",
+    ],
+)
+def test_random_corruptions_match_reference_statistics(name, cifar, cifar_u8):
+    """Random draws differ, so compare the mean absolute pixel change (within 15%, as the issue asks)."""
+    ref = _reference()
+    for sev in (1, 5):
+        ours = corrupt_quantized(cifar, name, sev).permute(0, 2, 3, 1).numpy().astype(float)
+        theirs = ref.apply(name, cifar_u8, sev).astype(float)
+        a, b = np.abs(ours - cifar_u8).mean(), np.abs(theirs - cifar_u8).mean()
+        assert abs(a - b) <= 0.15 * b, f"{name} severity {sev}: change {a:.2f} vs reference {b:.2f}"
+
+
+def test_glass_blur_shuffle_is_the_reference_walk_for_delta_one(cifar, cifar_u8):
+    """With sigma -> 0 the blurs vanish: every pixel is one of its up/left neighbours or itself."""
+    from robustcompress.corruptions.blur import glass_blur
+
+    x = cifar[:4]
+    out = glass_blur(x, {"sigma": 0.0, "delta": 1, "iterations": 1}, torch.Generator().manual_seed(0))
+    q = torch.round(x * 255)
+    o = torch.round(out * 255)
+    cands = torch.stack([q, torch.roll(q, 1, -1), torch.roll(q, 1, -2), torch.roll(q, (1, 1), (-2, -1))])
+    inner = (o[..., 2:, 2:] == cands[..., 2:, 2:]).any(0).all(1)  # all channels come from one source
+    assert inner.all()
+    assert torch.equal(o[..., :2, :], q[..., :2, :]) and torch.equal(o[..., :, :2], q[..., :, :2])
+
+
+def test_grayscale_and_size_scaling(grey28):
+    fog = SUITES.get("cifar-c").get("motion_blur")
+    assert fog.params(5, 32) == {"radius": 9, "sigma": 2.5}
+    assert fog.params(5, 28) == {"radius": 8, "sigma": 2.5 * 28 / 32}
+    assert SUITES.get("cifar-c").get("defocus_blur").params(4, 28)["radius"] == 1  # a disk does not shrink
+    assert SUITES.get("cifar-c").get("defocus_blur").params(4, 64)["radius"] == 2
+    # colour-only corruptions on grey images: computed on grey RGB, returned as luma
+    out = corrupt(grey28, "brightness", 3)
+    assert out.shape == grey28.shape
+    assert torch.allclose(out, (grey28 + 0.15).clamp(0, 1), atol=1e-5)
+    assert torch.allclose(corrupt(grey28, "saturate", 1), grey28, atol=1e-5)  # no colour to scale
+
+
+def test_mnist_c_specifics(grey28):
+    x = grey28
+    assert torch.allclose(corrupt(x, "stripe", 1, suite="mnist-c")[..., :7], 1 - x[..., :7])
+    edges = corrupt(x, "canny_edges", 1, suite="mnist-c")
+    assert set(edges.unique().tolist()) <= {0.0, 1.0} and edges.mean() > 0.02
+    moved = corrupt(x, "translate", 1, suite="mnist-c")
+    shifts = [torch.roll(x[0], (dy, dx), (-2, -1)) for dy in (-3, 3) for dx in (-3, 3)]
+    assert any(torch.allclose(moved[0, :, 3:-3, 3:-3], s[:, 3:-3, 3:-3], atol=1e-5) for s in shifts)
+    assert corrupt(x, "brightness", 1, suite="mnist-c").mean() > x.mean() + 0.3
+    assert SUITES.get("mnist-c").severities == (1,)
+
+
+def test_user_frost_images(tmp_path, cifar):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(100, 255, (300, 400, 3), dtype=np.uint8)).save(
+            tmp_path / f"frost{i}.png"
+        )
+    photos = load_frost_images([tmp_path / "frost0.png", tmp_path / "frost1.png"])
+    assert photos[0].shape == (3, 60, 80)
+    a = corrupt(cifar[:4], "frost", 3, frost_images=photos)
+    b = corrupt(cifar[:4], "frost", 3)
+    assert not torch.equal(a, b) and a.mean() > cifar[:4].mean()
+    with pytest.raises(DataError, match="too small"):
+        corrupt(cifar[:4], "frost", 3, frost_images=load_frost_images([tmp_path / "frost0.png"], scale=0.05))
+    with pytest.raises(DataError, match="cannot read frost image"):
+        load_frost_images([tmp_path / "missing.png"])
+
+
+def test_bad_input_is_refused(cifar):
+    with pytest.raises(ConfigError, match="unknown corruption"):
+        corrupt(cifar, "rain", 1)
+    with pytest.raises(ConfigError, match="severity 6"):
+        corrupt(cifar, "fog", 6)
+    with pytest.raises(DataError, match="float images"):
+        corrupt(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "fog", 1)
+    with pytest.raises(DataError, match="channels"):
+        corrupt(torch.zeros(2, 4, 32, 32), "fog", 1)
+    with pytest.raises(ConfigError, match="unknown corruption suite"):
+        corrupt(cifar, "fog", 1, suite="imagenet-c")
+
+
+def test_quantized_corruption_does_not_depend_on_batching(cifar):
+    whole = corrupt_quantized(cifar[:20], "gaussian_noise", 3, seed=4)
+    assert whole.dtype == torch.uint8
+    again = corrupt_quantized(cifar[:20], "gaussian_noise", 3, seed=4)
+    assert torch.equal(whole, again)
+    many = torch.rand(1500, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    at_once = corrupt_quantized(many, "gaussian_noise", 3, seed=4)
+    in_blocks = torch.cat(
+        [
+            corrupt_quantized(many[:1000], "gaussian_noise", 3, seed=4),
+            corrupt_quantized(many[1000:], "gaussian_noise", 3, seed=4, start=1000),
+        ]
+    )
+    assert torch.equal(at_once, in_blocks)
+    with pytest.raises(ConfigError, match="multiple of 1000"):
+        corrupt_quantized(many[:10], "gaussian_noise", 3, start=500)
+    # truncation, as the released files: exact grey levels survive a no-op corruption
+    same = corrupt_quantized(cifar[:5], "contrast", 1)
+    assert same.dtype == torch.uint8
+    from robustcompress.corruptions import quantize_uint8
+
+    assert torch.equal(quantize_uint8(cifar[:5]), torch.round(cifar[:5] * 255).to(torch.uint8))
+    assert torch.equal(
+        quantize_uint8(torch.tensor([0.999 / 255 * 200])), torch.tensor([199], dtype=torch.uint8)
+    )
