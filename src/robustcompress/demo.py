@@ -11,8 +11,23 @@ from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import format_table
 from robustcompress.plugins import load_plugins
 
-COLUMNS = ["acc.clean"]
-QUICK = {"data.limit_train": 600, "data.limit_test": 300, "train.epochs": 1}
+COLUMNS = [
+    "acc.clean",
+    "acc.worst_linf_0.1",
+    "mce",
+    "params.nonzero",
+    "sparsity",
+    "size.bytes_compressed",
+    "size.ratio",
+    "latency.cpu_ms.b64",
+]
+QUICK = {  # a set-up check in well under a minute: a few hundred images, small attack and corruption samples
+    "data.limit_train": 600,
+    "data.limit_test": 200,
+    "train.epochs": 1,
+    "evaluations.1.n_examples": 50,
+    "evaluations.2.n_examples": 50,
+}
 
 
 def demo_config_path():

@@ -449,6 +449,17 @@ def evaluate_adversarial(model: nn.Module, cfg: AdversarialEvalConfig, ctx: Eval
         x, y = x[: cfg.n_examples], y[: cfg.n_examples]
     surrogate = surrogate_for(cfg, ctx)
     attacks = list(cfg.attacks)
+    differentiable = has_input_gradient(model, x[:1].to(ctx.device))
+    if not differentiable:
+        # a real integer model (no autograd): transfer from the float parent plus score-based Square
+        attacks = ["square"] if cfg.norm == "linf" else []
+        surrogate = surrogate if surrogate is not None else ctx.parent
+        if surrogate is None and not attacks:
+            raise ConfigError(
+                "this model has no input gradients (e.g. a real int8 model) and no float parent to transfer "
+                "from; evaluate it in a run (the baseline is its parent) or give transfer_from = CHECKPOINT"
+            )
+        ctx.log("model has no input gradients: attacking by transfer from the float parent and Square")
     if surrogate is not None and "transfer" not in attacks:
         attacks.append("transfer")
     estimator = make_estimator(cfg.estimator, module=cfg.bpda_module, samples=cfg.eot_samples)
@@ -466,9 +477,26 @@ def evaluate_adversarial(model: nn.Module, cfg: AdversarialEvalConfig, ctx: Eval
         estimator=estimator,
         surrogate=surrogate,
         cascade=cfg.cascade,
-        sanity=cfg.sanity,
+        sanity=cfg.sanity and differentiable,  # the checks probe gradients
         seed=ctx.seed,
         attack_params=cfg.attack_params,
         log=ctx.log,
     )
-    return report.metrics()
+    metrics = report.metrics()
+    if not differentiable:
+        metrics["flag.nondifferentiable"] = (
+            "no input gradients: only transfer and score-based attacks ran; the float twin under a "
+            "straight-through estimator gives the stronger white-box number"
+        )
+    return metrics
+
+
+def has_input_gradient(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the model's output depends differentiably on its input (False for ONNX Runtime models)."""
+    was_training = model.training
+    model.eval()
+    probe = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(probe)
+    model.train(was_training)
+    return bool(out.requires_grad)
