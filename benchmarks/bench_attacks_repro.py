@@ -3,7 +3,7 @@ with PGD-20 (eps 0.1, step 0.01) and a reduced `standard` suite (evidence agains
 
 Everything runs through the library: the fit loop with our objectives, robust_accuracy and
 evaluate_robustness. CPU budgets force a shorter protocol than the paper's (see the printed
-settings and docs/benchmarks/attacks.md); wall times are printed for every phase.
+settings and docs/benchmarks.md); wall times are printed for every phase.
 
     python benchmarks/bench_attacks_repro.py --data-root ../shared/data --epochs 3 \
         --finetune fgsm_rs:1 --finetune pgd:1:150 --pgd-train-steps 5 --n-eval 1000 --n-suite 300

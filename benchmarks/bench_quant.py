@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument(
         "--amount", type=float, default=0.8, help="pruning fraction (paper 003: 0.8 on Fashion-MNIST)"
     )
-    ap.add_argument("--figures", default="docs/benchmarks")
+    ap.add_argument("--figures", default="docs/img")
     ap.add_argument(
         "--baseline", default=None, help="checkpoint folder: reuse the baseline if there, else save it"
     )

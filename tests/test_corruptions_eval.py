@@ -49,7 +49,7 @@ def test_severity_5_hurts_a_trained_model_more_than_severity_1(trained_cnn8):
     Fashion-MNIST model (a few images of 300), while the loss sees every prediction.
     elastic_transform is the documented exception on 28x28 silhouettes: its affine part, largest
     at severity 1, hurts them more than the local warps of severity 5 (docs/corruptions.md); its
-    ordering on CIFAR models is measured in docs/benchmarks/corruptions.md.
+    ordering on CIFAR models is measured in docs/benchmarks.md.
     """
     model, splits = trained_cnn8
     x, y = splits.test.x[:300], splits.test.y[:300]

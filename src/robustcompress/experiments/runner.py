@@ -156,11 +156,11 @@ def run_experiment(
         metrics: dict[str, Any] = {}
         for eval_type, eval_cfg in evaluations:
             eval_key = digest({"type": eval_type, **eval_cfg.model_dump()})
-            stored = store.get(cfg.name, label, art_key, eval_key)
+            stored = store.get(art_key, eval_key)
             if stored is None:
                 log(f"[{cfg.name}] evaluating {label}: {eval_type}")
                 stored = EVALUATIONS.get(eval_type).run(mdl, eval_cfg, ectx)
-                store.add_metrics(cfg.name, label, art_key, eval_key, stored)
+            store.add_metrics(cfg.name, label, art_key, eval_key, stored)
             metrics.update(stored)
         result.metrics[label] = metrics
         result.artifacts[label] = str(artifacts / art_key)

@@ -48,15 +48,24 @@ class ResultsStore:
                 (name, json.dumps(config, sort_keys=True, default=str), time.time()),
             )
 
-    def get(self, experiment: str, model: str, artifact: str, evaluation: str) -> dict[str, Any] | None:
-        """The stored metrics of one evaluation of one artifact, or None if it never finished."""
+    def get(self, artifact: str, evaluation: str) -> dict[str, Any] | None:
+        """The stored metrics of one evaluation of one artifact (whichever experiment ran it), or None.
+
+        Recipes share their baseline artifact, so its evaluations run once for all of them.
+        """
         with self._connect() as db:
+            row = db.execute(
+                "SELECT experiment, model FROM metrics WHERE artifact=? AND evaluation=? LIMIT 1",
+                (artifact, evaluation),
+            ).fetchone()
+            if row is None:
+                return None
             rows = db.execute(
                 "SELECT name, value, text FROM metrics"
                 " WHERE experiment=? AND model=? AND artifact=? AND evaluation=?",
-                (experiment, model, artifact, evaluation),
+                (*row, artifact, evaluation),
             ).fetchall()
-        return {name: value if value is not None else text for name, value, text in rows} or None
+        return {name: value if value is not None else text for name, value, text in rows}
 
     def add_metrics(
         self, experiment: str, model: str, artifact: str, evaluation: str, metrics: dict[str, Any]
