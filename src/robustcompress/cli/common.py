@@ -95,3 +95,17 @@ def common_options(fn: Callable) -> Callable:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def checkpoint_data(checkpoint, meta: dict[str, Any], dataset: str | None, **load_kwargs: Any):
+    """(dataset name, DataSplits) for a checkpoint: its own dataset unless one is given, checked to fit."""
+    from robustcompress.checkpoint import check_compatible
+    from robustcompress.data import load_dataset
+    from robustcompress.errors import ConfigError
+
+    dataset = dataset or meta.get("data", {}).get("dataset")
+    if not dataset:
+        raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; give --dataset")
+    splits = load_dataset(dataset, **load_kwargs)
+    check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
+    return dataset, splits

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from robustcompress.cli.common import common_options, data_options, print_json, user_errors
+from robustcompress.cli.common import checkpoint_data, common_options, data_options, print_json, user_errors
 from robustcompress.errors import ConfigError
 
 
@@ -135,9 +135,8 @@ def compress(
     as_json,
 ):
     """Compress a checkpoint, fine-tune if asked, save it and report accuracy before and after."""
-    from robustcompress.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+    from robustcompress.checkpoint import load_checkpoint, save_checkpoint
     from robustcompress.cli.core import parse_params
-    from robustcompress.data import load_dataset
     from robustcompress.device import resolve_device
     from robustcompress.evaluation import accuracy
     from robustcompress.experiments.config import expand_presets, parse_typed
@@ -160,13 +159,10 @@ def compress(
     )
     typed = [parse_typed(s, STAGES, f"stage {i}") for i, s in enumerate(expand_presets(stages))]
     model, meta = load_checkpoint(checkpoint)
-    dataset = dataset or meta.get("data", {}).get("dataset")
-    if not dataset:
-        raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; give --dataset")
-    splits = load_dataset(
-        dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test, download=download
-    )
-    check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
+    dataset, splits = checkpoint_data(
+        checkpoint, meta, dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
+        download=download,
+    )  # fmt: skip
     train_cfg = TrainConfig.parse(
         meta.get("training", {}).get("config", {}), where="checkpoint training config"
     )

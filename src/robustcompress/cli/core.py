@@ -9,6 +9,7 @@ import click
 
 from robustcompress.cli.common import (
     FRACTION,
+    checkpoint_data,
     common_options,
     data_options,
     print_json,
@@ -243,8 +244,7 @@ def evaluate_checkpoint(
     device="auto",
 ) -> dict[str, Any]:
     """Load a checkpoint and its data, run the evaluations, return one dict of metrics."""
-    from robustcompress.checkpoint import check_compatible, load_checkpoint
-    from robustcompress.data import load_dataset
+    from robustcompress.checkpoint import load_checkpoint
     from robustcompress.device import resolve_device
     from robustcompress.evaluation import EVALUATIONS, EvalContext
     from robustcompress.experiments.config import parse_typed
@@ -253,19 +253,10 @@ def evaluate_checkpoint(
     load_plugins()
     typed = [parse_typed(e, EVALUATIONS, f"evaluations[{i}]") for i, e in enumerate(evaluations)]
     model, meta = load_checkpoint(checkpoint)
-    dataset = dataset or meta.get("data", {}).get("dataset")
-    if not dataset:
-        raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; give --dataset")
-    splits = load_dataset(
-        dataset,
-        root=data_root,
-        seed=seed,
-        limit_test=limit_test,
-        download=download,
-        limit_train=1,
-        val_fraction=0.0,
-    )
-    check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
+    _, splits = checkpoint_data(
+        checkpoint, meta, dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
+        limit_train=1, val_fraction=0.0,
+    )  # fmt: skip
     parent_model = load_checkpoint(parent)[0] if parent else None
     dev = resolve_device(device)
     ctx = EvalContext(data=splits, device=dev, seed=seed, parent=parent_model, log=_log)
