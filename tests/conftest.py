@@ -10,9 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # one intra-op thread per worker: two workers with two threads each oversubscribe two cores
-    torch.set_num_threads(1)
+# One intra-op thread for the whole suite: the tests use small batches, which gain nothing from
+# threads, and two xdist workers with two threads each oversubscribe two cores (measured several
+# times slower here).
+torch.set_num_threads(1)
 
 
 def _data_root() -> Path:

@@ -28,16 +28,6 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches gain nothing from intra-op threads, and on a loaded machine two threads spin-wait
-    for each other (PGD measured 6x slower here); the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_data(trained_cnn8):
     model, splits = trained_cnn8

@@ -19,15 +19,6 @@ CIFAR_NAMES = SUITES.get("cifar-c").names()
 MNIST_NAMES = SUITES.get("mnist-c").names()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small batches run far faster on one thread on a busy 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _reference():
     spec = importlib.util.spec_from_file_location(
         "reference_corruptions", REPO / "benchmarks" / "reference_corruptions.py"

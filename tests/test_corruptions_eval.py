@@ -24,15 +24,6 @@ from robustcompress.evaluation.corruption import CorruptionEvalConfig, summarize
 BENCHMARK = SUITES.get("cifar-c").names(extras=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small batches run far faster on one thread on a busy 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _ctx(splits, **kw) -> EvalContext:
     return EvalContext(data=splits, device=torch.device("cpu"), seed=0, **kw)
 

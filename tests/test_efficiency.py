@@ -22,14 +22,6 @@ from robustcompress.evaluation.efficiency import (
 from robustcompress.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_macs_of_known_layers_and_of_resnet18():
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(800, 10))
     assert count_macs(net, torch.rand(1, 3, 10, 10)) == (8 * 3 * 9 * 100 + 800 * 10,) * 2

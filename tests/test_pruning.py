@@ -24,16 +24,6 @@ from robustcompress.errors import ConfigError, UnsupportedModelError
 from robustcompress.evaluation.efficiency import count_params, layer_sparsity
 from robustcompress.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 ZOO = ["cnn8", "resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "vgg19", "mobilenetv2"]
 
 

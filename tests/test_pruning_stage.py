@@ -29,23 +29,12 @@ from robustcompress.models import ModelSpec, build_model
 from robustcompress.training import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def small_cnn8(fmnist):
     """(model, splits): a half-width cnn8 trained 2 epochs on 1000 Fashion-MNIST images (a few seconds)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = ModelSpec.for_data("cnn8", fmnist.info, width=0.5).build()
     fit(model, fmnist, TrainConfig(epochs=2, batch_size=32, lr=0.05), device="cpu", seed=0, progress=False)
-    torch.set_num_threads(previous)
     return model.eval(), fmnist
 
 

@@ -3,7 +3,6 @@ import re
 import shutil
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from robustcompress.cli import main
@@ -109,12 +108,7 @@ stages = []
 name = "tuned"
 stages = [{{type = "finetune", epochs = 1}}]
 """)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine one thread is several times faster
-    try:
-        results = run_experiments(load_config(path), progress=False, log=lambda m: None)
-    finally:
-        torch.set_num_threads(threads)
+    results = run_experiments(load_config(path), progress=False, log=lambda m: None)
     return tmp / "out", results
 
 
