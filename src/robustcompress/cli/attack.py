@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from robustcompress.cli.common import FRACTION, common_options, data_options, print_json, user_errors
+from robustcompress.cli.common import (
+    FRACTION,
+    common_options,
+    data_options,
+    print_json,
+    split_list,
+    user_errors,
+)
 
 
 def _log(msg: str) -> None:
@@ -99,7 +106,7 @@ def attack(
 
     adv: dict[str, Any] = {
         "type": "adversarial",
-        "attacks": [a.strip() for a in attacks.split(",") if a.strip()],
+        "attacks": split_list(attacks),
         "norm": norm,
         "eps": list(eps),
         "restarts": restarts,

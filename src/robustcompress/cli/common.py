@@ -54,6 +54,11 @@ class FractionType(click.ParamType):
 FRACTION = FractionType()
 
 
+def split_list(text: str | None) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: the comma-separated lists of the command line."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=None, sort_keys=True, default=str))
 

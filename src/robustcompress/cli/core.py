@@ -13,6 +13,7 @@ from robustcompress.cli.common import (
     common_options,
     data_options,
     print_json,
+    split_list,
     user_errors,
 )
 from robustcompress.errors import ConfigError
@@ -199,7 +200,7 @@ def evaluate(
             raise ConfigError("--attacks needs at least one --eps (e.g. --eps 8/255)")
         adv: dict[str, Any] = {
             "type": "adversarial",
-            "attacks": _split(attacks),
+            "attacks": split_list(attacks),
             "norm": norm,
             "eps": list(eps),
             "restarts": restarts,
@@ -211,7 +212,7 @@ def evaluate(
     if corruptions:
         corr: dict[str, Any] = {"type": "corruption", "suite": corruptions}
         if severities:
-            corr["severities"] = [int(s) for s in _split(severities)]
+            corr["severities"] = [int(s) for s in split_list(severities)]
         evaluations.append(corr)
     if efficiency:
         evaluations.append({"type": "efficiency"})
@@ -328,7 +329,7 @@ def results(folder, experiment, columns, as_json):
     if as_json:
         print_json({f"{e}|{m}": v for (e, m), v in rows.items()})
     else:
-        click.echo(format_table(rows, _split(columns) if columns else None))
+        click.echo(format_table(rows, split_list(columns) if columns else None))
 
 
 @click.command()
@@ -385,10 +386,6 @@ def _report(metrics: dict[str, Any], as_json: bool, where: str | None = None) ->
             click.echo(f"{k.ljust(width)}  {v:.4f}" if isinstance(v, float) else f"{k.ljust(width)}  {v}")
     if where:
         click.echo(where, err=True)
-
-
-def _split(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _slug(text: str) -> str:

@@ -6,12 +6,12 @@ import time
 
 import click
 
-from robustcompress.cli.common import data_options, print_json, user_errors
+from robustcompress.cli.common import data_options, print_json, split_list, user_errors
 from robustcompress.errors import ConfigError
 
 
 def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+    return split_list(text) if text else None
 
 
 def _severities(text: str | None) -> list[int] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustcompress.cli.common import user_errors
+from robustcompress.cli.common import split_list, user_errors
 
 
 @click.command()
@@ -28,7 +28,7 @@ def report(output_folder, out, markdown, columns):
     """Write the HTML report of a `robustcompress run` output folder and print its comparison table."""
     from robustcompress.report import comparison_table, load_results, write_report
 
-    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    cols = split_list(columns) if columns else None
     results = load_results(output_folder)
     table = comparison_table(results, cols)  # validates --columns before anything is written
     click.echo(table.markdown() if markdown else table.text())
