@@ -122,15 +122,36 @@ def test_targeted_pgd_reaches_its_targets(model_data):
     assert hit > 0.5 and hit > untargeted_hit
 
 
-def test_attack_leaves_model_mode_and_grads_alone(model_data):
+def test_attack_leaves_model_mode_grads_weights_and_layout_alone(model_data):
     model, x, y = model_data
+    before = {k: v.clone() for k, v in model.named_parameters()}
     model.train()
     try:
-        make_attack("pgd", model, 0.1, steps=2)(x[:8], y[:8])
+        atk = make_attack("pgd", model, 0.1, steps=2)
+        x_adv = atk(x[:8], y[:8])
+        x_gen = atk.generate(x[:8], y[:8])
         assert model.training
         assert all(p.grad is None for p in model.parameters())
     finally:
         model.eval()
+    # attacks run the convolutions channels-last for speed and must put the weights back as they were
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())
+    assert x_adv.is_contiguous() and x_gen.is_contiguous()
+
+
+def test_attack_on_a_pruned_model_keeps_its_masks(model_data):
+    """Masks are parametrizations: the layout change must reach the original and leave zeros zero."""
+    from robustcompress.compression.pruning import masks_of, prune_unstructured
+
+    model, x, y = model_data
+    pruned = copy.deepcopy(model)
+    prune_unstructured(pruned, 0.7)
+    x_adv, pred = make_attack("pgd", pruned, 0.1, steps=3).perturb(x[:16], y[:16])
+    assert (pred == y[:16]).float().mean() <= clean_acc(pruned, x[:16], y[:16])
+    for name, mask in masks_of(pruned).items():
+        weight = pruned.get_submodule(name.rsplit(".", 1)[0]).weight
+        assert weight.is_contiguous() and torch.all(weight[mask == 0] == 0)
 
 
 def test_bad_parameters_are_config_errors(model_data):

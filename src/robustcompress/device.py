@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from robustcompress.errors import ConfigError
@@ -33,3 +36,33 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for b in model.buffers():
         return b.device
     return torch.device("cpu")
+
+
+@contextmanager
+def channels_last(model: torch.nn.Module) -> Iterator[bool]:
+    """Hold a conv net's 4-D weights in channels-last layout for the duration, then restore them.
+
+    Convolutions run 10-40% faster channels-last on CPU (oneDNN) and on CUDA, which is what attacks
+    spend their time on. Yields whether the layout was changed (inputs should then follow with
+    `to_channels_last`); models with no 4-D weights, on MPS, or already channels-last are left alone.
+    """
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    convertible = (
+        weights
+        and weights[0].device.type in ("cpu", "cuda")
+        and all(w.is_contiguous() for w in weights)
+        and not all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    )
+    if not convertible:
+        yield False
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield True
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A batch of images in channels-last layout (other tensors unchanged)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustcompress.attacks.estimators import GradientEstimator, make_estimator
-from robustcompress.device import model_device
+from robustcompress.device import channels_last, model_device, to_channels_last
 from robustcompress.errors import ConfigError
 from robustcompress.registry import Registry
 
@@ -165,7 +165,9 @@ class Attack:
             target = self.random_targets(x, y) if target is None else target.to(self.device)
         elif target is not None:
             raise ConfigError("a target was given to an untargeted attack; build it with targeted=True")
-        with eval_mode(self.model):
+        with eval_mode(self.model), channels_last(self.model) as fast:
+            if fast:
+                x = to_channels_last(x)
             best = x.clone()
             with torch.no_grad():
                 best_logits = self.model(best)
@@ -187,7 +189,7 @@ class Attack:
                 best_logits[keep] = logits[better]
                 best_score[keep] = score[better]
                 fooled[keep] = ok[better]
-        return best.to(home), best_logits.argmax(1).to(home)
+        return best.to(home).contiguous(), best_logits.argmax(1).to(home)
 
     def generate(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """One run on every example, in the model's current mode: for adversarial training.
@@ -196,7 +198,10 @@ class Attack:
         """
         if self.targeted and target is None:
             target = self.random_targets(x, y)
-        return project(x, self.run(x.detach(), y, target).detach(), self.eps, self.norm)
+        with channels_last(self.model) as fast:
+            xr = to_channels_last(x.detach()) if fast else x.detach()
+            x_adv = project(xr, self.run(xr, y, target).detach(), self.eps, self.norm)
+        return x_adv.contiguous()
 
     # -- for subclasses -------------------------------------------------------------------------
     def run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
