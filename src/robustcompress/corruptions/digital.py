@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robustcompress.corruptions import _ops
+from robustcompress.corruptions import _jpeg, _ops
+from robustcompress.errors import ConfigError
 
 
 def brightness(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -67,24 +68,44 @@ def pixelate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
 
 
 def jpeg_compression(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
-    """Encode and decode every image with the JPEG codec of Pillow (libjpeg) at `quality`."""
-    quality = int(p["quality"])
-    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = np.empty_like(u8)
-    mode = "L" if u8.shape[-1] == 1 else "RGB"
+    """A JPEG round trip at `quality` (4:2:0 chroma, the IJG tables), in batched torch by default.
+
+    The torch codec (`_jpeg.py`) redoes libjpeg's lossy arithmetic and matches Pillow's libjpeg-turbo
+    pixel for pixel; `codec="pillow"` in the parameters runs Pillow itself instead.
+    """
+    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8)
+    return jpeg_round_trip(u8, int(p["quality"]), p.get("codec", "torch")).to(x.dtype) / 255
+
+
+CODECS = ("torch", "pillow")
+
+
+def jpeg_round_trip(u8: torch.Tensor, quality: int, codec: str = "torch") -> torch.Tensor:
+    """Decode(encode(images)) for uint8 images (N, C, H, W), C = 1 or 3, with libjpeg's defaults.
+
+    codec "torch" (any device, batched) and "pillow" (per image, on the CPU) give the same pixels
+    with the libjpeg-turbo that Pillow ships (benchmarks/bench_corruptions_jpeg.py measures it).
+    """
+    if codec == "torch":
+        return _jpeg.jpeg_round_trip(u8, quality)
+    if codec != "pillow":
+        raise ConfigError(f"unknown JPEG codec {codec!r}; choose from {', '.join(CODECS)}")
+    arr = u8.permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(arr)
+    mode = "L" if arr.shape[-1] == 1 else "RGB"
 
     def code(lo: int, hi: int) -> None:
         for i in range(lo, hi):
             buf = io.BytesIO()
-            img = u8[i, ..., 0] if mode == "L" else u8[i]
+            img = arr[i, ..., 0] if mode == "L" else arr[i]
             Image.fromarray(img, mode=mode).save(buf, "JPEG", quality=quality)
             buf.seek(0)
             dec = np.asarray(Image.open(buf).convert(mode))
             out[i] = dec[..., None] if mode == "L" else dec
 
     # Pillow releases the GIL while it encodes and decodes: one thread per core
-    workers = max(1, min(os.cpu_count() or 1, len(u8) // 64))
-    step = -(-len(u8) // workers)
+    workers = max(1, min(os.cpu_count() or 1, len(arr) // 64))
+    step = -(-len(arr) // workers)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda lo: code(lo, min(lo + step, len(u8))), range(0, len(u8), step)))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+        list(pool.map(lambda lo: code(lo, min(lo + step, len(arr))), range(0, len(arr), step)))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(u8.device)

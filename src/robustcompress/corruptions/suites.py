@@ -222,7 +222,7 @@ CIFAR_C = [
         digital.jpeg_compression,
         _table("quality", 80, 65, 58, 50, 40),
         random=False,
-        summary="JPEG codec (Pillow)",
+        summary="JPEG round trip (libjpeg arithmetic in torch)",
     ),
 ]
 CIFAR_C_EXTRAS = [
