@@ -43,7 +43,8 @@ def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
 
     A tolerance of 1e-4 of a grey level keeps exact levels (k / 255 held as k - 1e-7) at k.
     """
-    return (x.clamp(0, 1) * 255).add_(1e-4).floor_().to(torch.uint8)
+    # the cast truncates, which is the floor of these non-negative values
+    return (x * 255).add_(1e-4).clamp_(0, 255).to(torch.uint8)
 
 
 def truncate_levels(x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +105,9 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
 
     The kernel has width 2*radius+1 taps at distances i = 0..2r along the direction, weights
     exp(-i^2 / 2 sigma^2) normalised to sum 1; tap i reads the pixel (round(i cos a), round(i sin a))
-    away, repeating edge pixels beyond the border. Batched as one edge-padded copy of the batch and
-    one gather per tap (each image reads its own offset).
+    away, repeating edge pixels beyond the border. The rounded offsets take few distinct patterns
+    (tens per thousand images for the CIFAR severities): on the CPU, images sharing a pattern are
+    blurred together with shifted slices; many patterns (or a GPU) take one gather per tap instead.
     """
     n, c, h, w = x.shape
     width = 2 * int(round(radius)) + 1
@@ -119,6 +121,11 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
     dy = torch.ceil(taps[None, :] * torch.sin(a)[:, None] - 0.5).long()
     pad = int(max(dx.abs().max(), dy.abs().max())) if n else 0
     xp = F.pad(x, (pad, pad, pad, pad), mode="replicate") if pad else x
+    patterns, which = torch.unique(torch.cat([dy, dx], 1), dim=0, return_inverse=True)
+    # on the CPU one slice op per tap and pattern beats one gather per tap until patterns are
+    # about as many as thousands of values (measured: 2x faster at 440 patterns over 1M values)
+    if x.device.type == "cpu" and len(patterns) * 1000 < n * c * h * w:
+        return _motion_blur_by_pattern(xp, pad, (h, w), weights.tolist(), patterns, which)
     wp = w + 2 * pad
     flat = xp.reshape(n, c, -1)
     rows = torch.arange(h, device=x.device)[:, None] + pad
@@ -130,6 +137,28 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
         idx = (base + offsets[:, t : t + 1])[:, None, :].expand(n, c, h * w)
         out.add_(flat.gather(2, idx), alpha=float(weights[t]))
     return out.view(n, c, h, w)
+
+
+def _motion_blur_by_pattern(xp, pad, size, weights, patterns, which) -> torch.Tensor:
+    """Motion blur of padded images grouped by their offset pattern: sorted, blurred, put back."""
+    h, w = size
+    order = torch.argsort(which, stable=True).to(xp.device)
+    counts = torch.bincount(which, minlength=len(patterns)).tolist()
+    xs = xp.index_select(0, order)
+    out = torch.empty(xp.shape[0], xp.shape[1], h, w, dtype=xp.dtype, device=xp.device)
+    start, t = 0, len(weights)
+    for pattern, count in zip(patterns.tolist(), counts):
+        block, o = xs[start : start + count], out[start : start + count]
+        for k, (dy, dx) in enumerate(zip(pattern[:t], pattern[t:])):
+            shifted = block[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+            if k == 0:
+                torch.mul(shifted, weights[0], out=o)
+            else:
+                o.add_(shifted, alpha=weights[k])
+        start += count
+    result = torch.empty_like(out)
+    result[order] = out
+    return result
 
 
 def shifted_sum(x: torch.Tensor, kernel: np.ndarray, pad_mode: str = "reflect") -> torch.Tensor:
@@ -281,8 +310,8 @@ def to_gray(x: torch.Tensor, weights=(0.299, 0.587, 0.114)) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 1, H, W) luma (OpenCV RGB2GRAY weights by default)."""
     if x.shape[1] == 1:
         return x
-    wt = torch.tensor(weights, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * wt).sum(1, keepdim=True)
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return (r * weights[0]).add_(g * weights[1]).add_(b * weights[2])
 
 
 SKIMAGE_GRAY = (0.2125, 0.7154, 0.0721)

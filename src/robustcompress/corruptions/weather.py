@@ -26,10 +26,10 @@ def snow(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     layer = _ops.truncate_levels(layer)
     angles = _ops.uniform((n,), g, "cpu", -135.0, -45.0, dtype=torch.float64)
     layer = _ops.round_levels(_ops.motion_blur(layer, p["blur_radius"], p["blur_sigma"], angles))
-    grey = _ops.to_gray(x)
     mix = p["mix"]
-    x = mix * x + (1 - mix) * torch.maximum(x, grey * 1.5 + 0.5)
-    return (x + layer + torch.flip(layer, dims=(-2, -1))).clamp(0, 1)
+    whitened = torch.maximum(x, _ops.to_gray(x).mul_(1.5).add_(0.5)).mul_(1 - mix)
+    out = torch.mul(x, mix).add_(whitened)
+    return out.add_(layer).add_(torch.flip(layer, dims=(-2, -1))).clamp_(0, 1)
 
 
 def fog(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
