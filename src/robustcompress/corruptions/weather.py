@@ -27,7 +27,7 @@ def snow(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     angles = _ops.uniform((n,), g, "cpu", -135.0, -45.0, dtype=torch.float64)
     layer = _ops.round_levels(_ops.motion_blur(layer, p["blur_radius"], p["blur_sigma"], angles))
     mix = p["mix"]
-    whitened = torch.maximum(x, _ops.to_gray(x).mul_(1.5).add_(0.5)).mul_(1 - mix)
+    whitened = torch.maximum(x, _ops.to_gray(x) * 1.5 + 0.5).mul_(1 - mix)  # to_gray may return x
     out = torch.mul(x, mix).add_(whitened)
     return out.add_(layer).add_(torch.flip(layer, dims=(-2, -1))).clamp_(0, 1)
 
