@@ -22,11 +22,14 @@ from scipy import ndimage
 
 def uniform(shape, g: torch.Generator, device, low: float = 0.0, high: float = 1.0, dtype=torch.float32):
     u = torch.rand(shape, generator=g, device=g.device, dtype=dtype)
-    return (low + (high - low) * u).to(device)
+    if (low, high) != (0.0, 1.0):  # in place: the same numbers as low + (high - low) * u
+        u.mul_(high - low).add_(low)
+    return u.to(device)
 
 
 def normal(shape, g: torch.Generator, device, mean: float = 0.0, std: float = 1.0, dtype=torch.float32):
-    return (mean + std * torch.randn(shape, generator=g, device=g.device, dtype=dtype)).to(device)
+    z = torch.randn(shape, generator=g, device=g.device, dtype=dtype)
+    return z.mul_(std).add_(mean).to(device)
 
 
 def randint(shape, g: torch.Generator, device, low: int, high: int):
@@ -338,12 +341,13 @@ def scale_saturation(x: torch.Tensor, factor: float, shift: float) -> torch.Tens
     """
     v = x.amax(1, keepdim=True)
     mn = x.amin(1, keepdim=True)
-    s = torch.where(v > 0, (v - mn) / v.clamp_min(1e-12), torch.zeros_like(v))
-    s_new = (s * factor + shift).clamp(0, 1)
-    ratio = torch.where(s > 0, s_new / s.clamp_min(1e-12), torch.zeros_like(s))
-    coloured = v - ratio * (v - x)
-    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
-    return torch.where(s > 0, coloured, grey)
+    s = torch.where(v > 0, (v - mn) / v.clamp_min(1e-12), 0.0)
+    s_new = (s * factor + shift).clamp_(0, 1)
+    ratio = torch.where(s > 0, s_new / s.clamp_min(1e-12), 0.0)
+    out = v - ratio * (v - x)  # grey pixels (ratio 0) come out as (V, V, V)
+    if shift > 0:  # grey pixels gain saturation with hue 0
+        out[:, 1:] = torch.where(s > 0, out[:, 1:], v * (1 - s_new))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,10 +374,15 @@ def box_resample_matrix(n_in: int, n_out: int) -> np.ndarray:
     return mat
 
 
-def box_resize_uint8(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """PIL `resize(..., BOX)` on 8-bit images: horizontal pass, round, vertical pass, round."""
+def box_resize_levels(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """PIL `resize(..., BOX)` on 8-bit images held as grey levels 0..255 (floats).
+
+    Horizontal pass, round half up, vertical pass, round half up, as PIL's 8-bit resampler. On
+    levels the averages of two pixels land exactly on their .5 ties, as PIL's fixed point does.
+    The vertical pass runs on transposed images so that both passes are single matrix products.
+    """
     h, w = x.shape[-2:]
     aw = operator(box_resample_matrix(w, out_w), x)
     ah = operator(box_resample_matrix(h, out_h), x)
-    y = round_levels(x @ aw.T)
-    return round_levels(ah @ y)
+    y = (x @ aw.T).add_(0.5).floor_()
+    return (y.transpose(-2, -1) @ ah.T).add_(0.5).floor_().transpose(-2, -1)

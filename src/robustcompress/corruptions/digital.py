@@ -21,8 +21,9 @@ def brightness(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
 
 def contrast(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Pull every channel towards its own per-image mean by `factor`."""
+    f = p["factor"]
     mean = x.mean(dim=(-2, -1), keepdim=True)
-    return ((x - mean) * p["factor"] + mean).clamp(0, 1)
+    return torch.add(mean * (1 - f), x, alpha=f).clamp_(0, 1)  # (x - mean) f + mean in one pass
 
 
 def saturate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -63,8 +64,9 @@ def elastic_transform(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Ten
 def pixelate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Box down-sampling to `scale` of the size and box up-sampling back (PIL BOX, 8-bit passes)."""
     h, w = x.shape[-2:]
-    small = _ops.box_resize_uint8(_ops.round_levels(x), int(h * p["scale"]), int(w * p["scale"]))
-    return _ops.box_resize_uint8(small, h, w)
+    levels = (x.clamp(0, 1) * 255).add_(0.5).floor_()
+    small = _ops.box_resize_levels(levels, int(h * p["scale"]), int(w * p["scale"]))
+    return _ops.box_resize_levels(small, h, w).div_(255)
 
 
 def jpeg_compression(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,7 @@ from robustcompress.corruptions import _ops
 
 def gaussian_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Additive Gaussian noise of standard deviation `sigma`."""
-    return (x + _ops.normal(x.shape, g, x.device, std=p["sigma"])).clamp(0, 1)
+    return _ops.normal(x.shape, g, x.device, std=p["sigma"]).add_(x).clamp_(0, 1)
 
 
 def shot_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -99,11 +99,9 @@ def impulse_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     One uniform draw per value decides both: u < amount/2 is pepper, amount/2 <= u < amount salt.
     """
     u = _ops.uniform(x.shape, g, x.device)
-    half = p["amount"] / 2
-    out = torch.where(u < half, torch.zeros_like(x), x)
-    return torch.where((u >= half) & (u < p["amount"]), torch.ones_like(x), out)
+    return torch.where(u < p["amount"], (u >= p["amount"] / 2).to(x.dtype), x)
 
 
 def speckle_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Multiplicative Gaussian noise: x + x * N(0, sigma)."""
-    return (x + x * _ops.normal(x.shape, g, x.device, std=p["sigma"])).clamp(0, 1)
+    return _ops.normal(x.shape, g, x.device, std=p["sigma"]).mul_(x).add_(x).clamp_(0, 1)
