@@ -379,10 +379,23 @@ def box_resize_levels(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
 
     Horizontal pass, round half up, vertical pass, round half up, as PIL's 8-bit resampler. On
     levels the averages of two pixels land exactly on their .5 ties, as PIL's fixed point does.
-    The vertical pass runs on transposed images so that both passes are single matrix products.
+    A pass whose every output copies one input (BOX enlarging) is an index_select; others are one
+    matrix product (the vertical one on transposed images).
     """
     h, w = x.shape[-2:]
-    aw = operator(box_resample_matrix(w, out_w), x)
-    ah = operator(box_resample_matrix(h, out_h), x)
-    y = (x @ aw.T).add_(0.5).floor_()
-    return (y.transpose(-2, -1) @ ah.T).add_(0.5).floor_().transpose(-2, -1)
+    aw, ah = box_resample_matrix(w, out_w), box_resample_matrix(h, out_h)
+    if _picks(aw) is not None:
+        y = x.index_select(-1, torch.as_tensor(_picks(aw), device=x.device))
+    else:
+        y = (x.reshape(-1, w) @ operator(aw, x).T).add_(0.5).floor_().view(*x.shape[:-1], out_w)
+    if _picks(ah) is not None:
+        return y.index_select(-2, torch.as_tensor(_picks(ah), device=x.device))
+    yt = y.transpose(-2, -1).reshape(-1, h) @ operator(ah, x).T
+    return yt.add_(0.5).floor_().view(*y.shape[:-2], out_w, out_h).transpose(-2, -1).contiguous()
+
+
+def _picks(matrix: np.ndarray) -> list[int] | None:
+    """The input index of every output when each output copies exactly one input, else None."""
+    if not np.all((matrix == 0) | (matrix == 1)) or not np.all(matrix.sum(1) == 1):
+        return None
+    return matrix.argmax(1).tolist()
