@@ -3,17 +3,21 @@ libjpeg, and the alias-table Poisson sampler of shot noise against the Poisson d
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from robustcompress.corruptions import corrupt
+from robustcompress.corruptions import corrupt, corrupt_quantized
 from robustcompress.corruptions._jpeg import LUMA_TABLE, quant_table
 from robustcompress.corruptions.digital import jpeg_compression, jpeg_round_trip
 from robustcompress.corruptions.noise import poisson_on_grid, shot_noise
 from robustcompress.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 SUITE_QUALITIES = (80, 65, 58, 50, 40)
 
 
@@ -56,6 +60,20 @@ def test_jpeg_codec_choice_and_tables(cifar_u8):
     assert quant_table(50, chroma=False) == list(LUMA_TABLE)
     assert quant_table(100, chroma=True) == [1] * 64
     assert max(quant_table(1, chroma=False)) == 255  # baseline tables clamp to 8 bits
+
+
+@pytest.mark.parametrize("name", ["pixelate", "jpeg_compression"])
+def test_pil_based_corruptions_equal_the_per_image_reference_exactly(name, cifar_u8):
+    """pixelate (PIL BOX, 8-bit passes) and JPEG (libjpeg) match the per-image PIL code pixel for pixel."""
+    spec = importlib.util.spec_from_file_location(
+        "reference_corruptions", REPO / "benchmarks" / "reference_corruptions.py"
+    )
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    x = cifar_u8[:32].float() / 255
+    for severity in (1, 2, 3, 4, 5):
+        ours = corrupt_quantized(x, name, severity).permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(ours, ref.apply(name, cifar_u8[:32].permute(0, 2, 3, 1).numpy(), severity))
 
 
 # --------------------------------------------------------------------------------------------- shot noise
