@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from robustcompress.corruptions import corrupt, corrupt_quantized
+from robustcompress.corruptions import SUITES, corrupt, corrupt_quantized
 from robustcompress.corruptions._jpeg import LUMA_TABLE, quant_table
 from robustcompress.corruptions.digital import jpeg_compression, jpeg_round_trip
 from robustcompress.corruptions.noise import poisson_on_grid, shot_noise
@@ -60,6 +60,16 @@ def test_jpeg_codec_choice_and_tables(cifar_u8):
     assert quant_table(50, chroma=False) == list(LUMA_TABLE)
     assert quant_table(100, chroma=True) == [1] * 64
     assert max(quant_table(1, chroma=False)) == 255  # baseline tables clamp to 8 bits
+
+
+@pytest.mark.parametrize("suite", ["cifar-c", "mnist-c"])
+def test_empty_batches_stay_empty(suite):
+    s = SUITES.get(suite)
+    for channels in (1, 3):
+        x = torch.zeros(0, channels, 32, 32)
+        for name in s.names():
+            out = corrupt(x, name, s.severities[-1], suite=suite)
+            assert out.shape == x.shape and out.dtype == x.dtype
 
 
 @pytest.mark.parametrize("name", ["pixelate", "jpeg_compression"])

@@ -72,6 +72,8 @@ class Corruption:
         """Corrupt a batch (float, (N, C, H, W) in [0, 1]); returns floats in [0, 1], not quantised."""
         check_images(x)
         p = self.params(severity, min(x.shape[-2:]))
+        if len(x) == 0:
+            return x.clone()
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(seed)
         grey = x.shape[1] == 1 and self.colour
