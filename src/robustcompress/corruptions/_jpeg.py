@@ -233,8 +233,19 @@ def upsample_h2v2_fancy(c: torch.Tensor, h: int, w: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ codec
 
 
-def jpeg_round_trip(u8: torch.Tensor, quality: int) -> torch.Tensor:
-    """Decode(encode(images)) of uint8 (N, C, H, W), C = 1 (grayscale) or 3 (RGB, 4:2:0), as uint8."""
+def jpeg_round_trip(u8: torch.Tensor, quality: int, pixels_per_chunk: int = 1 << 17) -> torch.Tensor:
+    """Decode(encode(images)) of uint8 (N, C, H, W), C = 1 (grayscale) or 3 (RGB, 4:2:0), as uint8.
+
+    Images go through in chunks of about `pixels_per_chunk` pixels: the pipeline is some forty
+    elementwise passes, much faster while a chunk stays in the CPU's cache (measured 30-40%).
+    """
+    step = max(1, pixels_per_chunk // (u8.shape[-2] * u8.shape[-1]))
+    if len(u8) <= step:
+        return _round_trip(u8, quality)
+    return torch.cat([_round_trip(part, quality) for part in u8.split(step)])
+
+
+def _round_trip(u8: torch.Tensor, quality: int) -> torch.Tensor:
     n, c, h, w = u8.shape
     dev = str(u8.device)
     luma, chroma = _table(quality, False, dev), _table(quality, True, dev)
