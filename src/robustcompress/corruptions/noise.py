@@ -27,8 +27,9 @@ def shot_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     lam = float(p["lam"])
     scaled = x * 255
     levels = scaled.round()
-    if scaled.sub_(levels).abs_().max() > 1e-3:  # off the 8-bit grid
-        rate = (x * lam).to(g.device)
+    low, high = torch.aminmax(levels)
+    if low < 0 or high > 255 or scaled.sub_(levels).abs_().max() > 1e-3:  # off the 8-bit grid
+        rate = (x * lam).clamp_min(0).to(g.device)
         return (torch.poisson(rate, generator=g).to(x.device) / lam).clamp(0, 1)
     return poisson_on_grid(levels.to(g.device), lam, g).to(x.device, x.dtype)
 
