@@ -86,9 +86,8 @@ def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         unknown = sorted(set(entry) - {"type", "name", *PRESET_OVERRIDES})
         if unknown:
-            raise ConfigError(
-                f"preset entry has unknown key(s) {', '.join(unknown)}; allowed: name, {', '.join(PRESET_OVERRIDES)}"
-            )
+            allowed = ", ".join(["name", *PRESET_OVERRIDES])
+            raise ConfigError(f"preset entry has unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
         overrides = {k: entry[k] for k in PRESET_OVERRIDES if k in entry}
         out.extend(presets.preset_stages(entry.get("name"), **overrides))
     return out
