@@ -38,6 +38,9 @@ UNSTRUCTURED = [0.5, 0.8, 0.9, 0.95]
 
 
 def baseline(args, splits):
+    if args.baseline:
+        model, _ = load_checkpoint(args.baseline)
+        return model
     cache = Path(args.cache) / f"cnn8_fmnist_{args.train}_{args.epochs}ep"
     if (cache / "model.safetensors").exists():
         model, _ = load_checkpoint(cache)
@@ -87,7 +90,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/robustcompress_bench_cache")
     ap.add_argument("--img", default="docs/img")
+    ap.add_argument("--baseline", default=None, help="cnn8 checkpoint to start from (no training)")
+    ap.add_argument("--sweep", default=",".join(map(str, SWEEP)), help="comma-separated channel sparsities")
+    ap.add_argument("--skip-unstructured", action="store_true")
     args = ap.parse_args()
+    sweep = [float(a) for a in args.sweep.split(",")]
     torch.set_num_threads(args.threads)
     n = args.train + 1000
     splits = load_dataset(
@@ -109,7 +116,7 @@ def main() -> None:
 
     rows = ["| channel sparsity | params | acc no FT | acc after FT |", "|---:|---:|---:|---:|"]
     no_ft, ft = [], []
-    for amount in SWEEP:
+    for amount in sweep:
         pruned = copy.deepcopy(model)
         prune_channels(pruned, amount, importance="l1", example_input=example)
         harden(pruned, example_input=example)
@@ -127,8 +134,10 @@ def main() -> None:
     series = {"L1 channel pruning, no fine-tuning": no_ft, f"after {args.ft_epochs} epoch standard FT": ft}
     paper = {"paper 003 Table 3, no FT": (0.8, 33.21), "paper 003 Table 3, standard FT": (0.8, 88.94)}
     title = "cnn8 on Fashion-MNIST (paper 003 sweep)"
-    plot(SWEEP, series, img / "pruning_fmnist_sweep.png", "channel sparsity", title, reference=paper)
+    plot(sweep, series, img / "pruning_fmnist_sweep.png", "channel sparsity", title, reference=paper)
 
+    if args.skip_unstructured:
+        return
     rows = ["| sparsity | global | layer-wise |", "|---:|---:|---:|"]
     curves: dict[str, list[float]] = {"global": [], "layer-wise": []}
     per_layer = {}

@@ -14,7 +14,7 @@ other processes hits all variants alike; the figure is the median per variant.
 median of (variant time / Torch-Pruning time): below 1 is faster than Torch-Pruning.
 
 Run: .venv/bin/python benchmarks/bench_pruning_channels.py [--models resnet18 vgg16 mobilenetv2]
-     [--rounds 21] [--rounds-b1 100] [--threads 1] [--round-to 1 8]
+     [--rounds 21] [--rounds-b1 100] [--threads 1] [--round-to 1 8] [--runtime eager|torchscript|onnxruntime]
 Torch-Pruning is not a project dependency: `pip install torch-pruning` in your venv first.
 """
 
@@ -28,7 +28,7 @@ import time
 import torch
 
 from robustcompress.compression.pruning import harden, prune_channels
-from robustcompress.evaluation.efficiency import count_macs, count_params
+from robustcompress.evaluation.efficiency import count_macs, count_params, deployed
 from robustcompress.models import build_model
 
 
@@ -80,11 +80,20 @@ def main() -> None:
     ap.add_argument("--rounds-b1", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--round-to", type=int, nargs="+", default=[1, 8])
+    ap.add_argument(
+        "--runtime",
+        default="eager",
+        choices=["eager", "torchscript", "onnxruntime"],
+        help="run every variant in eager PyTorch, frozen TorchScript or fp32 ONNX Runtime",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     example = torch.rand(1, 3, 32, 32)
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads, rounds b64 {args.rounds}, b1 {args.rounds_b1}")
+    print(
+        f"torch {torch.__version__}, {threads} threads, runtime {args.runtime}, "
+        f"rounds b64 {args.rounds}, b1 {args.rounds_b1}"
+    )
     header = (
         "| model | variant | params | MACs | MAC reduction | ms b64 | speed-up b64 | efficiency b64 "
         "| time / Torch-Pruning's b64 | ms b1 | speed-up b1 | efficiency b1 |"
@@ -103,8 +112,10 @@ def main() -> None:
         macs = {k: count_macs(m, example)[0] for k, m in variants.items()}
         for k, m in variants.items():  # every variant must still produce logits of the right shape
             assert m(example).shape == (1, 10), k
-        lat64 = interleaved_latency(variants, 64, args.rounds)
-        lat1 = interleaved_latency(variants, 1, args.rounds_b1)
+        batch = torch.rand(64, 3, 32, 32)
+        runs = {k: deployed(m, args.runtime, batch, threads) for k, m in variants.items()}
+        lat64 = interleaved_latency(runs, 64, args.rounds)
+        lat1 = interleaved_latency(runs, 1, args.rounds_b1)
         tp = "Torch-Pruning 1.6"
         for k, m in variants.items():
             red = macs["dense"] / macs[k]

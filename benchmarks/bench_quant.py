@@ -76,17 +76,6 @@ def file_ratio(model: nn.Module, dense: int) -> tuple[int, float]:
     return size, dense / size
 
 
-def latency_ms(fn, x, repeats: int = 10) -> float:
-    fn(x)
-    fn(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
-
-
 def main() -> None:
     load_plugins()  # the pruning area's `prune` stage when installed (else the stand-in above)
     ap = argparse.ArgumentParser()
@@ -104,9 +93,15 @@ def main() -> None:
         "--baseline", default=None, help="checkpoint folder: reuse the baseline if there, else save it"
     )
     ap.add_argument("--skip", nargs="*", default=[], choices=["ptq", "paper000", "latency"])
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch / ONNX Runtime threads (default: torch's)"
+    )
+    ap.add_argument("--rounds", type=int, default=9, help="latency rounds")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if "latency" not in args.skip:
-        bench_latency()
+        bench_latency(args.rounds)
     if "ptq" in args.skip and "paper000" in args.skip:
         return
     torch.manual_seed(0)
@@ -199,24 +194,54 @@ def main() -> None:
                 codec_report(out)
 
 
-def bench_latency() -> None:
-    """Real int8 (ONNX Runtime) vs fp32 PyTorch on resnet18, batch 64 (weights do not change speed)."""
-    from robustcompress.compression.quantization.int8 import to_int8
+def bench_latency(rounds: int = 9) -> None:
+    """Real int8 (ONNX Runtime) vs fp32 (PyTorch eager and ONNX Runtime) on resnet18, batch 64.
+
+    The three run in the same process, one batch each per round in a rotated order; the speed-up is
+    the median over rounds of fp32 PyTorch time / variant time (weights do not change speed).
+    """
+    import onnxruntime as ort
+
+    from robustcompress.compression.quantization.int8 import export_onnx, to_int8
 
     print("\n## Real int8 latency, resnet18 (CIFAR 32x32), batch 64, CPU\n")
     net = ModelSpec(name="resnet18", num_classes=10, in_channels=3, input_size=32).build().eval()
     x = torch.rand(64, 3, 32, 32)
-    with torch.inference_mode():  # timed before any ONNX Runtime session exists (its threads spin)
-        t_fp32 = latency_ms(net, x)
     q = to_int8(net, torch.rand(256, 3, 32, 32))
-    t_int8 = latency_ms(q, x)
-    print("| model | ms / batch 64 | speed-up |\n|---|---|---|")
-    print(f"| fp32 PyTorch | {t_fp32:.1f} | 1.00 |")
-    print(f"| int8 ONNX Runtime | {t_int8:.1f} | {t_fp32 / t_int8:.2f} |")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads must not spin
+    fp32_ort = ort.InferenceSession(export_onnx(net, x[:2]), opts, providers=["CPUExecutionProvider"])
+    q._session = ort.InferenceSession(q.onnx_bytes(), opts, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+
+    def torch_fp32():
+        with torch.inference_mode():
+            net(x)
+
+    variants = {
+        "fp32 PyTorch (eager)": torch_fp32,
+        "fp32 ONNX Runtime": lambda: fp32_ort.run(None, {"x": xn}),
+        "int8 ONNX Runtime": lambda: q(x),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(rounds + 2):  # two warm-up rounds
+        for name in names[r % 3 :] + names[: r % 3]:
+            t = time.perf_counter()
+            variants[name]()
+            if r >= 2:
+                times[name].append(time.perf_counter() - t)
+    base = times[names[0]]
+    print(f"torch threads {torch.get_num_threads()}, {rounds} rounds\n")
+    print("| model | ms / batch 64 (median) | speed-up vs fp32 PyTorch (median of rounds) |\n|---|---|---|")
+    for name in names:
+        ratio = statistics.median(b / t for b, t in zip(base, times[name]))
+        print(f"| {name} | {statistics.median(times[name]) * 1000:.1f} | {ratio:.2f} |")
     print(
         f"\nint8 tensors by dtype (bytes): {q.weight_bytes()}; "
         f"fp32 checkpoint {len(checkpoint_bytes(net))} bytes; "
-        f"int8 checkpoint {len(checkpoint_bytes(q))} bytes; torch threads {torch.get_num_threads()}"
+        f"int8 checkpoint {len(checkpoint_bytes(q))} bytes"
     )
 
 

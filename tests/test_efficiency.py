@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from robustcompress.compression.pruning import harden, prune_channels, prune_unstructured
+from robustcompress.errors import ConfigError
 from robustcompress.evaluation import EVALUATIONS, EvalContext
 from robustcompress.evaluation.efficiency import (
     count_macs,
     count_params,
+    deployed,
     layer_sparsity,
     measure_latency,
     plot_layer_sparsity,
@@ -84,3 +86,27 @@ def test_sparsity_table_and_plot_compare_global_and_layerwise(tmp_path):
     assert all(abs(r["sparsity"] - 0.8) < 0.01 for r in rows["layerwise"])
     path = plot_layer_sparsity(rows, tmp_path / "img" / "sparsity.png")
     assert path.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime"])
+def test_deployment_runtimes_run_the_same_model_and_report_their_latency(runtime):
+    model = build_model("cnn8", in_channels=1, input_size=28, width=0.25).eval()
+    prune_unstructured(model, 0.5, "global")  # masks are baked into the deployed copy
+    with torch.no_grad():  # non-trivial batch-norm statistics, so folding them is exercised
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(4, 1, 28, 28)
+    run = deployed(model, runtime, x)
+    with torch.inference_mode():
+        expected, out = model(x), run(x)
+    got = torch.as_tensor(out[0]) if runtime == "onnxruntime" else out  # ONNX Runtime returns numpy arrays
+    assert torch.allclose(got, expected, atol=1e-4)
+    data = SimpleNamespace(test=SimpleNamespace(x=x))
+    ev = EVALUATIONS.get("efficiency")
+    cfg = ev.config_cls.parse({"batch_sizes": [2], "repeats": 2, "warmup": 1, "runtimes": ["eager", runtime]})
+    metrics = ev.run(model, cfg, EvalContext(data=data, device=torch.device("cpu")))
+    assert metrics["latency.cpu_ms.b2"] > 0 and metrics[f"latency.{runtime}.cpu_ms.b2"] > 0
+    with pytest.raises(ConfigError, match="runtimes"):
+        ev.config_cls.parse({"runtimes": ["tvm"]})

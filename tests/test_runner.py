@@ -1,8 +1,10 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from robustcompress.cli import main
+from robustcompress.errors import ConfigError
 from robustcompress.experiments.config import ExperimentConfig, expand_grid, load_config
 from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import ResultsStore
@@ -71,3 +73,18 @@ def test_grid_expands_to_named_points():
     assert len(points) == 4
     assert {p.model.width for p in points} == {0.5, 1.0}
     assert points[0].name == "g[width=0.5,seed=0]"
+
+
+def test_preset_entries_expand_with_their_budget_and_strength():
+    from robustcompress.experiments.config import expand_presets
+    from robustcompress.plugins import load_plugins
+
+    load_plugins()
+    entry = {"type": "preset", "name": "deep-compression", "epochs": 2, "amount": 0.8}
+    stages = expand_presets([entry])
+    assert [s["type"] for s in stages] == ["prune", "finetune", "cluster"]
+    assert stages[0]["amount"] == 0.8 and stages[1]["epochs"] == 2 and stages[2]["finetune_epochs"] == 2
+    cfg = ExperimentConfig.parse({"name": "p", "stages": [entry]})
+    assert [name for name, _ in cfg.validated_stages()] == ["prune", "finetune", "cluster"]
+    with pytest.raises(ConfigError, match="unknown key.*speed.*allowed: name, epochs"):
+        expand_presets([{**entry, "speed": 1}])

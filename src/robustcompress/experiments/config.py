@@ -69,8 +69,14 @@ class ExperimentConfig(StrictConfig):
         ]
 
 
+PRESET_OVERRIDES = ("epochs", "amount", "clusters", "bits")
+
+
 def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace `{type = "preset", name = "pcqat-int8"}` entries by the preset's stages."""
+    """Replace `{type = "preset", name = "pcqat-int8"}` entries by the preset's stages.
+
+    The entry may also set `epochs` (every training budget), `amount`, `clusters` or `bits`.
+    """
     out: list[dict[str, Any]] = []
     for entry in stages:
         if entry.get("type") != "preset":
@@ -78,10 +84,12 @@ def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         from robustcompress.compression import presets  # late: compression registers stages on import
 
-        name = entry.get("name")
-        if name not in presets.PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(presets.PRESETS))}")
-        out.extend(copy.deepcopy(presets.PRESETS[name]))
+        unknown = sorted(set(entry) - {"type", "name", *PRESET_OVERRIDES})
+        if unknown:
+            allowed = ", ".join(["name", *PRESET_OVERRIDES])
+            raise ConfigError(f"preset entry has unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+        overrides = {k: entry[k] for k in PRESET_OVERRIDES if k in entry}
+        out.extend(presets.preset_stages(entry.get("name"), **overrides))
     return out
 
 

@@ -75,12 +75,7 @@ class Int8Model(nn.Module):
 
     def session(self):
         if self._session is None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = torch.get_num_threads()
-            opts.log_severity_level = 3
-            self._session = ort.InferenceSession(self.onnx_bytes(), opts, providers=["CPUExecutionProvider"])
+            self._session = ort_session(self.onnx_bytes())
         return self._session
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,6 +120,21 @@ def plain_float_copy(model: nn.Module) -> nn.Module:
             del module.input_quant
             module._forward_pre_hooks.clear()
     return plain
+
+
+def ort_session(onnx_bytes: bytes, threads: int | None = None):
+    """A CPU ONNX Runtime session using `threads` intra-op threads (default: torch's count).
+
+    Idle worker threads do not spin: a spinning pool steals the cores from PyTorch code running
+    in the same process (evaluations, attacks, timing of other models).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, exporter: str = "torchscript") -> bytes:
