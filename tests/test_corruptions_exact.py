@@ -142,3 +142,23 @@ def test_shot_noise_grid_path_matches_torch_poisson(cifar_u8):
     for off in ((x + 0.3 / 255).clamp(0, 1), x * 1.2):
         expected = (torch.poisson(off * 50, generator=torch.Generator().manual_seed(5)) / 50).clamp(0, 1)
         assert torch.equal(shot_noise(off, {"lam": 50}, torch.Generator().manual_seed(5)), expected)
+
+
+# --------------------------------------------------------------------------------------------- motion blur
+
+
+def test_motion_blur_by_pattern_equals_the_gather_path(cifar_u8):
+    """One thread groups images by offset pattern; several threads gather per tap: same pixels."""
+    from robustcompress.corruptions import _ops
+
+    x = cifar_u8[:40].float() / 255
+    angles = torch.rand(40, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 90 - 45
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        grouped = _ops.motion_blur(x, 9, 2.5, angles)
+        torch.set_num_threads(2)
+        gathered = _ops.motion_blur(x, 9, 2.5, angles)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(grouped, gathered)

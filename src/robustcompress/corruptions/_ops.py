@@ -109,8 +109,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
     The kernel has width 2*radius+1 taps at distances i = 0..2r along the direction, weights
     exp(-i^2 / 2 sigma^2) normalised to sum 1; tap i reads the pixel (round(i cos a), round(i sin a))
     away, repeating edge pixels beyond the border. The rounded offsets take few distinct patterns
-    (tens per thousand images for the CIFAR severities): on the CPU, images sharing a pattern are
-    blurred together with shifted slices; many patterns (or a GPU) take one gather per tap instead.
+    (tens per thousand images for the CIFAR severities): on one CPU thread, images sharing a
+    pattern are blurred together with shifted slices; otherwise one gather per tap.
     """
     n, c, h, w = x.shape
     width = 2 * int(round(radius)) + 1
@@ -125,9 +125,12 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.
     pad = int(max(dx.abs().max(), dy.abs().max())) if n else 0
     xp = F.pad(x, (pad, pad, pad, pad), mode="replicate") if pad else x
     patterns, which = torch.unique(torch.cat([dy, dx], 1), dim=0, return_inverse=True)
-    # on the CPU one slice op per tap and pattern beats one gather per tap until patterns are
-    # about as many as thousands of values (measured: 2x faster at 440 patterns over 1M values)
-    if x.device.type == "cpu" and len(patterns) * 1000 < n * c * h * w:
+    # on one CPU thread one slice op per tap and pattern beats one gather per tap until patterns
+    # are about as many as thousands of values (measured: 2x faster at 440 patterns over 1M
+    # values); with several threads on a busy machine every small op waits for all of them, and
+    # the few large gathers win (measured 6x at 2 threads, load 4 on 2 cores)
+    single = x.device.type == "cpu" and torch.get_num_threads() == 1
+    if single and len(patterns) * 1000 < n * c * h * w:
         return _motion_blur_by_pattern(xp, pad, (h, w), weights.tolist(), patterns, which)
     wp = w + 2 * pad
     flat = xp.reshape(n, c, -1)
