@@ -242,14 +242,17 @@ def sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, border: str)
     or "zeros" (constant 0).
     """
     h, w = x.shape[-2:]
+    grid = torch.empty(*rows.shape, 2, dtype=torch.promote_types(rows.dtype, cols.dtype), device=x.device)
+    # normalised coordinates written in place into the grid's two planes
+    for coords, size, plane in ((cols, w, grid[..., 0]), (rows, h, grid[..., 1])):
+        torch.mul(coords, 2, out=plane)
+        if border == "reflect101":  # 2 c / (size - 1) - 1
+            plane.div_(size - 1).sub_(1)
+        else:  # (2 c + 1) / size - 1
+            plane.add_(1).div_(size).sub_(1)
+    grid = grid.to(x.dtype)
     if border == "reflect101":
-        gx = 2 * cols / (w - 1) - 1
-        gy = 2 * rows / (h - 1) - 1
-        grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    gx = (2 * cols + 1) / w - 1
-    gy = (2 * rows + 1) / h - 1
-    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
     pad = "reflection" if border == "reflect" else "zeros"
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=pad, align_corners=False)
 
