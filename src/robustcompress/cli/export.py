@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from robustcompress.cli.common import data_options, print_json, user_errors
+from robustcompress.cli.common import checkpoint_data, data_options, print_json, user_errors
 
 
 @click.command()
@@ -49,7 +49,6 @@ def export(
     from robustcompress.checkpoint import load_checkpoint, save_checkpoint
     from robustcompress.compression.format import save_compressed
     from robustcompress.compression.quantization.int8 import Int8Model, to_int8
-    from robustcompress.errors import ConfigError
     from robustcompress.evaluation.size import checkpoint_bytes
     from robustcompress.plugins import load_plugins
 
@@ -62,14 +61,10 @@ def export(
         if not isinstance(model, Int8Model):
             from robustcompress.checkpoint import carry_metadata
             from robustcompress.compression.structure import add_structure
-            from robustcompress.data import load_dataset
 
-            dataset = dataset or meta.get("data", {}).get("dataset")
-            if not dataset:
-                raise ConfigError(
-                    f"{checkpoint} does not say which dataset it was trained on; give --dataset"
-                )
-            splits = load_dataset(
+            _, splits = checkpoint_data(
+                checkpoint,
+                meta,
                 dataset,
                 root=data_root,
                 seed=seed,
