@@ -147,8 +147,8 @@ def test_shot_noise_grid_path_matches_torch_poisson(cifar_u8):
 # --------------------------------------------------------------------------------------------- motion blur
 
 
-def test_motion_blur_by_pattern_equals_the_gather_path(cifar_u8):
-    """One thread groups images by offset pattern; several threads gather per tap: same pixels."""
+def test_motion_blur_by_runs_equals_the_gather_path(cifar_u8):
+    """One thread adds slices over runs of images sorted by angle; several threads gather per tap."""
     from robustcompress.corruptions import _ops
 
     x = cifar_u8[:40].float() / 255
