@@ -160,13 +160,21 @@ def test_compress_cli_prunes_channels(small_cnn8, data_root, tmp_path):
     loaded, _ = load_checkpoint(tmp_path / "out")
     assert count_params(loaded)[0] < 0.3 * count_params(model)[0]
 
-    args = ["evaluate", str(tmp_path / "out"), "--efficiency", "--parent", str(tmp_path / "base")]
+    args = [
+        "evaluate",
+        str(tmp_path / "out"),
+        "--runtimes",
+        "eager,torchscript",
+        "--parent",
+        str(tmp_path / "base"),
+    ]
     args += ["--data-root", str(data_root), "--limit-test", "100", "--device", "cpu", "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["params"] == count_params(loaded)[0] and 3.5 < metrics["macs.reduction"] < 4.1
     assert metrics["latency.cpu_ms.b64"] > metrics["latency.cpu_ms.b1"] > 0
+    assert metrics["latency.torchscript.cpu_ms.b64"] > metrics["latency.torchscript.cpu_ms.b1"] > 0
 
 
 def test_channel_stage_options(fmnist):

@@ -161,6 +161,11 @@ def train(
 @click.option("--corruptions", default=None, help="Corruption suite: cifar-c or mnist-c.")
 @click.option("--severities", default=None, help="Comma-separated severities (default 1..5).")
 @click.option("--efficiency", is_flag=True, help="Parameters, sparsity, MACs and CPU latency.")
+@click.option(
+    "--runtimes",
+    default=None,
+    help="Comma-separated runtimes to time (implies --efficiency): eager, torchscript, onnxruntime.",
+)
 @click.option("--size", is_flag=True, help="Checkpoint and compressed-file sizes.")
 @click.option(
     "--parent",
@@ -187,6 +192,7 @@ def evaluate(
     corruptions,
     severities,
     efficiency,
+    runtimes,
     size,
     parent,
     seed,
@@ -214,8 +220,8 @@ def evaluate(
         if severities:
             corr["severities"] = [int(s) for s in split_list(severities)]
         evaluations.append(corr)
-    if efficiency:
-        evaluations.append({"type": "efficiency"})
+    if efficiency or runtimes:
+        evaluations.append({"type": "efficiency", **({"runtimes": split_list(runtimes)} if runtimes else {})})
     if size:
         evaluations.append({"type": "size"})
     metrics = evaluate_checkpoint(
