@@ -8,10 +8,11 @@ import click
 
 from robustcompress.cli.common import (
     FRACTION,
+    adversarial_evaluation,
+    attack_budget_options,
     common_options,
     data_options,
     print_json,
-    split_list,
     user_errors,
 )
 
@@ -31,7 +32,6 @@ def _log(msg: str) -> None:
     help="fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, transfer, cw, deepfool, or the suite 'standard'; "
     "comma-separated for several.",
 )
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
 @click.option(
     "--eps",
     type=FRACTION,
@@ -39,14 +39,7 @@ def _log(msg: str) -> None:
     required=True,
     help="Perturbation budget in pixel scale [0, 1]; fractions like 8/255; repeat for a curve.",
 )
-@click.option(
-    "--steps", type=click.IntRange(min=1), default=None, help="Iterations (PGD default 20, APGD 100)."
-)
-@click.option("--step-size", type=FRACTION, default=None, help="PGD step (default 2.5 * eps / steps).")
-@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option(
-    "--n-examples", type=click.IntRange(min=1), default=None, help="Attack the first N test images."
-)
+@attack_budget_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option(
     "--estimator",
@@ -104,26 +97,22 @@ def attack(
     """
     from robustcompress.cli.core import evaluate_checkpoint
 
-    adv: dict[str, Any] = {
-        "type": "adversarial",
-        "attacks": split_list(attacks),
-        "norm": norm,
-        "eps": list(eps),
-        "restarts": restarts,
-        "batch_size": batch_size,
-        "estimator": estimator,
-        "eot_samples": eot_samples,
-        "cascade": not no_cascade,
-        "sanity": not no_sanity,
-    }
-    optional = {
-        "steps": steps,
-        "step_size": step_size,
-        "n_examples": n_examples,
-        "bpda_module": bpda_module,
-        "transfer_from": "parent" if transfer_from else None,
-    }
-    adv.update({k: v for k, v in optional.items() if v is not None})
+    adv = adversarial_evaluation(
+        attacks,
+        norm,
+        eps,
+        restarts,
+        steps=steps,
+        step_size=step_size,
+        n_examples=n_examples,
+        batch_size=batch_size,
+        estimator=estimator,
+        eot_samples=eot_samples,
+        cascade=not no_cascade,
+        sanity=not no_sanity,
+        bpda_module=bpda_module,
+        transfer_from="parent" if transfer_from else None,
+    )
     if queries is not None:
         adv["attack_params"] = {"square": {"queries": queries}}
     metrics = evaluate_checkpoint(

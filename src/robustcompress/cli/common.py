@@ -88,6 +88,42 @@ def data_options(fn: Callable) -> Callable:
     return fn
 
 
+def attack_budget_options(fn: Callable) -> Callable:
+    """--norm, --steps, --step-size, --restarts, --n-examples: the budget `attack` and `evaluate` share."""
+    options = [
+        click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
+        click.option(
+            "--steps", type=click.IntRange(min=1), default=None, help="Iterations (PGD default 20, APGD 100)."
+        ),
+        click.option(
+            "--step-size", type=FRACTION, default=None, help="PGD step (default 2.5 * eps / steps)."
+        ),
+        click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option(
+            "--n-examples",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Attack only the first N test images.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def adversarial_evaluation(attacks: str, norm: str, eps, restarts: int, **optional: Any) -> dict[str, Any]:
+    """The `adversarial` evaluation entry of a command line; options left unset (None) keep its defaults."""
+    entry: dict[str, Any] = {
+        "type": "adversarial",
+        "attacks": split_list(attacks),
+        "norm": norm,
+        "eps": list(eps),
+        "restarts": restarts,
+    }
+    entry.update({k: v for k, v in optional.items() if v is not None})
+    return entry
+
+
 def common_options(fn: Callable) -> Callable:
     """--seed, --device, --json."""
     options = [

@@ -9,6 +9,8 @@ import click
 
 from robustcompress.cli.common import (
     FRACTION,
+    adversarial_evaluation,
+    attack_budget_options,
     checkpoint_data,
     common_options,
     data_options,
@@ -148,16 +150,10 @@ def train(
     default=None,
     help="Comma-separated attacks or the suite 'standard' (APGD-CE, APGD-T, Square).",
 )
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
 @click.option(
     "--eps", "eps", type=FRACTION, multiple=True, help="Attack budget(s); fractions like 8/255 accepted."
 )
-@click.option("--steps", type=click.IntRange(min=1), default=None)
-@click.option("--step-size", type=FRACTION, default=None)
-@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option(
-    "--n-examples", type=click.IntRange(min=1), default=None, help="Attack only the first N test images."
-)
+@attack_budget_options
 @click.option("--corruptions", default=None, help="Corruption suite: cifar-c or mnist-c.")
 @click.option("--severities", default=None, help="Comma-separated severities (default 1..5).")
 @click.option("--efficiency", is_flag=True, help="Parameters, sparsity, MACs and CPU latency.")
@@ -204,17 +200,11 @@ def evaluate(
     if attacks:
         if not eps:
             raise ConfigError("--attacks needs at least one --eps (e.g. --eps 8/255)")
-        adv: dict[str, Any] = {
-            "type": "adversarial",
-            "attacks": split_list(attacks),
-            "norm": norm,
-            "eps": list(eps),
-            "restarts": restarts,
-        }
-        for key, value in (("steps", steps), ("step_size", step_size), ("n_examples", n_examples)):
-            if value is not None:
-                adv[key] = value
-        evaluations.append(adv)
+        evaluations.append(
+            adversarial_evaluation(
+                attacks, norm, eps, restarts, steps=steps, step_size=step_size, n_examples=n_examples
+            )
+        )
     if corruptions:
         corr: dict[str, Any] = {"type": "corruption", "suite": corruptions}
         if severities:
