@@ -75,31 +75,17 @@ class PGDTraining:
 
 
 @register_objective("fgsm_rs")
-class FGSMRandomStart:
+class FGSMRandomStart(PGDTraining):
     """Wong et al. 2020 ("fast is better than free"): one FGSM step of size alpha from a random start.
 
-    Defaults: eps 0.1, alpha = 1.25 * eps (the paper's choice); the step is projected back onto the ball.
+    It is PGD training with one step. Defaults: eps 0.1, alpha = 1.25 * eps (the paper's choice); the
+    step is projected back onto the ball.
     """
 
     def __init__(self, eps: float = 0.1, alpha: float | None = None, norm: str = "linf", seed: int = 0):
-        _check(eps, norm)
-        self.eps, self.alpha, self.norm = eps, (1.25 * eps if alpha is None else alpha), norm
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        attack = PGD(
-            model,
-            self.eps,
-            steps=1,
-            step_size=self.alpha,
-            norm=self.norm,
-            random_start=True,
-            generator=self.generator,
-        )
-        with eval_mode(model):
-            x_adv = attack.generate(x, y)
-        logits = model(x_adv)
-        return F.cross_entropy(logits, y), logits
+        alpha = 1.25 * eps if alpha is None else alpha
+        super().__init__(eps, steps=1, step_size=alpha, norm=norm, random_start=True, seed=seed)
+        self.alpha = alpha
 
 
 @register_objective("trades")
