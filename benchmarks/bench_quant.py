@@ -200,19 +200,13 @@ def bench_latency(rounds: int = 9) -> None:
     The three run in the same process, one batch each per round in a rotated order; the speed-up is
     the median over rounds of fp32 PyTorch time / variant time (weights do not change speed).
     """
-    import onnxruntime as ort
-
-    from robustcompress.compression.quantization.int8 import export_onnx, to_int8
+    from robustcompress.compression.quantization.int8 import export_onnx, ort_session, to_int8
 
     print("\n## Real int8 latency, resnet18 (CIFAR 32x32), batch 64, CPU\n")
     net = ModelSpec(name="resnet18", num_classes=10, in_channels=3, input_size=32).build().eval()
     x = torch.rand(64, 3, 32, 32)
     q = to_int8(net, torch.rand(256, 3, 32, 32))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads must not spin
-    fp32_ort = ort.InferenceSession(export_onnx(net, x[:2]), opts, providers=["CPUExecutionProvider"])
-    q._session = ort.InferenceSession(q.onnx_bytes(), opts, providers=["CPUExecutionProvider"])
+    fp32_ort = ort_session(export_onnx(net, x[:2]))  # same threads as torch, no spinning workers
     xn = x.numpy()
 
     def torch_fp32():
