@@ -69,6 +69,13 @@ def main() -> None:
         "--pgd-train-steps", type=int, default=10, help="PGD steps in pgd fine-tuning (paper: 20)"
     )
     ap.add_argument("--max-steps", type=int, default=None, help="cap on fine-tuning batches per epoch")
+    ap.add_argument("--ft-lr", type=float, default=0.01, help="fine-tuning lr (paper, quantized: 0.01)")
+    ap.add_argument(
+        "--ft-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="fine-tuning lr schedule (paper: constant)",
+    )
     ap.add_argument("--save", default=None, help="folder to save the standard model checkpoint in")
     ap.add_argument("--load", default=None, help="start from this standard model checkpoint (skip training)")
     ap.add_argument("--skip-standard-eval", action="store_true")
@@ -125,9 +132,9 @@ def main() -> None:
         ft = TrainConfig(
             epochs=int(epochs or 3),
             batch_size=128,
-            lr=0.01,
+            lr=args.ft_lr,
             momentum=0.9,
-            schedule="constant",
+            schedule=args.ft_schedule,
             weight_decay=0.0,
             objective=name,
             objective_params=params,
@@ -137,6 +144,7 @@ def main() -> None:
         fit(tuned, splits, ft, device="cpu", seed=0, progress=False)
         row = {
             "model": f"T_ad {name} ({ft.epochs} ep" + (f", {cap} batches/ep)" if cap else ")"),
+            "lr": f"{ft.lr} {ft.schedule}",
             "objective_params": params,
             "train_seconds": time.perf_counter() - start,
         }
