@@ -41,23 +41,27 @@ def randint(shape, g: torch.Generator, device, low: int, high: int):
 # quantisation
 
 
-def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
+def quantize_uint8(x: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """[0, 1] floats -> uint8 by truncation, as the released files were made (`np.uint8(x * 255)`).
 
     A tolerance of 1e-4 of a grey level keeps exact levels (k / 255 held as k - 1e-7) at k.
+    `in_place` reuses x's memory for the float steps (x is overwritten): a fresh 12 MB tensor per
+    1,000 CIFAR images costs more in page faults than the arithmetic.
     """
-    # the cast truncates, which is the floor of these non-negative values
-    return (x * 255).add_(1e-4).clamp_(0, 255).to(torch.uint8)
+    y = x.mul_(255) if in_place else x * 255
+    # the casts truncate, which is the floor of these non-negative values; float -> int16 -> uint8
+    # gives the same integers as float -> uint8 and is 3x faster on the CPU (vectorised casts)
+    return y.add_(1e-4).clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
 
 def truncate_levels(x: torch.Tensor) -> torch.Tensor:
     """Snap to the uint8 grid by truncation but stay float (an intermediate `np.uint8` step)."""
-    return torch.floor(x.clamp(0, 1) * 255 + 1e-4) / 255
+    return x.clamp(0, 1).mul_(255).add_(1e-4).floor_().div_(255)
 
 
 def round_levels(x: torch.Tensor) -> torch.Tensor:
     """Snap to the uint8 grid rounding halves up (what 8-bit PIL and ImageMagick output do)."""
-    return (x.clamp(0, 1) * 255).add_(0.5).floor_().div_(255)
+    return x.clamp(0, 1).mul_(255).add_(0.5).floor_().div_(255)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +84,7 @@ def gaussian_blur(
 ) -> torch.Tensor:
     """SciPy's `gaussian_filter` over H and W (skimage's `gaussian` with its defaults) on a batch."""
     if sigma <= 0:
-        return x
+        return x.clone()  # always a new tensor: callers may work on the result in place
     h, w = x.shape[-2:]
     ah = operator(_gaussian_operator(h, float(sigma), mode, truncate), x)
     aw = ah if w == h else operator(_gaussian_operator(w, float(sigma), mode, truncate), x)

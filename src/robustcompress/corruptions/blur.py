@@ -33,7 +33,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 def defocus_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Convolution with an anti-aliased disk (an out-of-focus lens), reflected borders."""
-    return _ops.shifted_sum(x, disk_kernel(float(p["radius"]), float(p["alias_blur"]))).clamp(0, 1)
+    return _ops.shifted_sum(x, disk_kernel(float(p["radius"]), float(p["alias_blur"]))).clamp_(0, 1)
 
 
 def glass_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -65,7 +65,7 @@ def glass_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
         idx = base.clone()
         idx[:, target] = src
         x = x.flatten(2).gather(2, idx[:, None, :].expand(n, c, h * w)).view(n, c, h, w)
-    return _ops.gaussian_blur(x, sigma).clamp(0, 1)
+    return _ops.gaussian_blur(x, sigma).clamp_(0, 1)
 
 
 def motion_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -76,9 +76,9 @@ def motion_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
 
 def zoom_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Mean of the image and its centre zooms by each factor (a camera moving towards the scene)."""
-    return _ops.zoom_mean(x, tuple(p["factors"])).clamp(0, 1)
+    return _ops.zoom_mean(x, tuple(p["factors"])).clamp_(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Gaussian blur of standard deviation `sigma` (edge pixels repeated)."""
-    return _ops.gaussian_blur(x, p["sigma"]).clamp(0, 1)
+    return _ops.gaussian_blur(x, p["sigma"]).clamp_(0, 1)

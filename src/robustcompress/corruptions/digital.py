@@ -16,7 +16,7 @@ from robustcompress.errors import ConfigError
 
 def brightness(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Raise the HSV value by `shift` (hue and saturation kept)."""
-    return _ops.shift_value(x, p["shift"]).clamp(0, 1)
+    return _ops.shift_value(x, p["shift"]).clamp_(0, 1)
 
 
 def contrast(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -28,7 +28,7 @@ def contrast(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
 
 def saturate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """HSV saturation S -> clip(S * scale + shift)."""
-    return _ops.scale_saturation(x, p["scale"], p["shift"]).clamp(0, 1)
+    return _ops.scale_saturation(x, p["scale"], p["shift"]).clamp_(0, 1)
 
 
 def elastic_transform(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -58,7 +58,7 @@ def elastic_transform(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Ten
         torch.arange(w, device=x.device, dtype=x.dtype),
         indexing="ij",
     )
-    return _ops.sample(x, rows + field[:, 1], cols + field[:, 0], "reflect").clamp(0, 1)
+    return _ops.sample(x, rows + field[:, 1], cols + field[:, 0], "reflect").clamp_(0, 1)
 
 
 def pixelate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:

@@ -21,7 +21,7 @@ def _warp_about_centre(x: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
     centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64)
     shift = centre[None, :, None] - lin @ centre[None, :, None]
     inv = torch.cat([lin, shift], dim=2).to(x.dtype)
-    return _ops.affine_sample(x, inv, "zeros").clamp(0, 1)
+    return _ops.affine_sample(x, inv, "zeros").clamp_(0, 1)
 
 
 def shear(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -50,7 +50,7 @@ def translate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     d = torch.stack([_random_sign(n, g), _random_sign(n, g)], dim=1) * p["pixels"]
     inv = torch.cat([torch.eye(2, dtype=torch.float64).expand(n, 2, 2), d[:, :, None]], dim=2)
-    return _ops.affine_sample(x, inv.to(x.dtype), "zeros").clamp(0, 1)
+    return _ops.affine_sample(x, inv.to(x.dtype), "zeros").clamp_(0, 1)
 
 
 def stripe(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
@@ -89,7 +89,7 @@ def dotted_line(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     seg = torch.stack([torch.zeros(n), r[:, 0], torch.full((n,), w - 1.0), r[:, 1]], 1).double()[:, None]
     stroke = _lines(h, w, seg, x.device)
     dashes = ((torch.arange(w, device=x.device) // 2) % 2 == 1).to(stroke.dtype)
-    return (x + (stroke * dashes).to(x.dtype)[:, None]).clamp(0, 1)
+    return (x + (stroke * dashes).to(x.dtype)[:, None]).clamp_(0, 1)
 
 
 def _zigzag_points(r0: float, r1: float, c0: float, c1: float, a: float = 2.0, b: float = 2.0) -> np.ndarray:
@@ -120,7 +120,7 @@ def zigzag(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     for i, pl in enumerate(polylines):
         k = len(pl) - 1
         seg[i, :k] = torch.from_numpy(np.concatenate([pl[:-1], pl[1:]], 1))
-    return (x + _lines(h, w, seg, x.device).to(x.dtype)[:, None]).clamp(0, 1)
+    return (x + _lines(h, w, seg, x.device).to(x.dtype)[:, None]).clamp_(0, 1)
 
 
 def canny_edges(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:

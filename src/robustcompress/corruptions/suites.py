@@ -81,7 +81,7 @@ class Corruption:
         kwargs = {"frost_images": frost_images} if self.fn is weather.frost else {}
         out = self.fn(inp, p, generator, **kwargs)
         if grey:
-            out = _ops.to_gray(out, _ops.SKIMAGE_GRAY).clamp(0, 1)
+            out = _ops.to_gray(out, _ops.SKIMAGE_GRAY).clamp_(0, 1)
         return out.to(x.dtype)
 
 
@@ -440,7 +440,11 @@ def corrupt_quantized(
     outs = []
     for i in range(0, len(x), CHUNK):
         g = chunk_generator(seed, suite, name, severity, (start + i) // CHUNK, x.device)
-        outs.append(
-            _ops.quantize_uint8(c(x[i : i + CHUNK], severity, generator=g, frost_images=frost_images))
-        )
-    return torch.cat(outs) if outs else torch.empty(0, *x.shape[1:], dtype=torch.uint8)
+        block = x[i : i + CHUNK]
+        out = c(block, severity, generator=g, frost_images=frost_images)
+        # a result that shares no memory with the images is ours to overwrite while quantising
+        fresh = out.untyped_storage().data_ptr() != block.untyped_storage().data_ptr()
+        outs.append(_ops.quantize_uint8(out, in_place=fresh))
+    if len(outs) == 1:
+        return outs[0]
+    return torch.cat(outs) if outs else torch.empty(0, *x.shape[1:], dtype=torch.uint8, device=x.device)

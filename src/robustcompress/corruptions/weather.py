@@ -45,7 +45,7 @@ def fog(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     ).to(x.dtype)
     strength = p["strength"]
     max_val = x.flatten(1).amax(1).view(n, 1, 1, 1)
-    return ((x + strength * plasma) * max_val / (max_val + strength)).clamp(0, 1)
+    return ((x + strength * plasma) * max_val / (max_val + strength)).clamp_(0, 1)
 
 
 # --------------------------------------------------------------------------------------------- frost
@@ -67,7 +67,7 @@ def procedural_frost(n: int, h: int, w: int, g: torch.Generator, device) -> torc
     crystals = crystals / crystals.flatten(1).amax(1).clamp_min(1e-6).view(n, 1, 1, 1)
     grey = (0.2 + 0.45 * film + 0.75 * crystals).clamp(0, 1)
     tint = torch.tensor([0.82, 0.92, 1.0], device=device).view(1, 3, 1, 1)
-    return (grey * tint).clamp(0, 1)
+    return (grey * tint).clamp_(0, 1)
 
 
 @lru_cache(maxsize=8)
@@ -138,7 +138,7 @@ def frost(x: torch.Tensor, p: dict, g: torch.Generator, frost_images: list[torch
         texture = _crop_bank(frost_bank(side, str(x.device)), n, h, w, g).to(x.dtype)
     if x.shape[1] == 1:
         texture = _ops.to_gray(texture)
-    return (p["image_coef"] * x + p["frost_coef"] * texture).clamp(0, 1)
+    return (p["image_coef"] * x + p["frost_coef"] * texture).clamp_(0, 1)
 
 
 # --------------------------------------------------------------------------------------------- spatter
@@ -208,11 +208,11 @@ def spatter(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
         m = torch.clamp(liquid, 0, 1) * dist
         m = m / m.flatten(1).amax(1).clamp_min(1e-12).view(n, 1, 1, 1) * p["intensity"]
         colour = torch.tensor(p.get("color", WATER), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x + m * colour).clamp(0, 1)
+        return (x + m * colour).clamp_(0, 1)
     mask = (liquid > p["threshold"]).to(x.dtype)
     m = _ops.gaussian_blur(mask, p["intensity"])
     m = torch.where(m < 0.8, torch.zeros_like(m), m)
     colour = torch.tensor(p.get("color", MUD), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     if colour.shape[1] != c:
         colour = colour[:, :1] if c == 1 else colour.expand(1, c, 1, 1)
-    return (x * (1 - m) + colour * m).clamp(0, 1)
+    return (x * (1 - m) + colour * m).clamp_(0, 1)
