@@ -56,7 +56,8 @@ def main() -> None:
     base = np.load(Path(args.data_root) / "cifar10" / "cifar10_exact_subset.npz")["x_test"]
     reps = -(-args.n // len(base))
     images = np.concatenate([base] * reps)[: args.n]
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    # contiguous (N, C, H, W), as robustcompress.data loads images (ImageData.from_uint8)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() / 255
     suite = SUITES.get("cifar-c")
     names = args.corruptions.split(",") if args.corruptions else suite.names()
     ref_frost = reference_frost_factory(0)

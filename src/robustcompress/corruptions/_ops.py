@@ -406,28 +406,23 @@ def box_resample_matrix(n_in: int, n_out: int) -> np.ndarray:
     return mat
 
 
-def box_resize_levels(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """PIL `resize(..., BOX)` on 8-bit images held as grey levels 0..255 (floats).
+@lru_cache(maxsize=64)
+def box_round_trip_matrix(n: int, n_small: int) -> np.ndarray:
+    """(n x n): PIL BOX down to n_small, then BOX back up to n (each enlarged pixel copies one)."""
+    return box_resample_matrix(n_small, n) @ box_resample_matrix(n, n_small)
 
-    Horizontal pass, round half up, vertical pass, round half up, as PIL's 8-bit resampler. On
-    levels the averages of two pixels land exactly on their .5 ties, as PIL's fixed point does.
-    A pass whose every output copies one input (BOX enlarging) is an index_select; others are one
-    matrix product (the vertical one on transposed images).
+
+def box_pixelate_levels(x: torch.Tensor, small_h: int, small_w: int) -> torch.Tensor:
+    """PIL `resize(BOX)` to (small_h, small_w) and back, on 8-bit images held as levels 0..255.
+
+    PIL's 8-bit resampler runs a horizontal pass, rounds half up, a vertical pass, rounds again,
+    for each resize. Enlarging with BOX copies pixels, which commutes with the rounding and with
+    the other axis, so the four passes fold into one matrix product per axis (down, then the
+    copies), each followed by PIL's rounding. Outputs average at most two levels (scale >= 1/2)
+    with weights 1/2, exact in float, so the .5 ties round exactly as PIL's fixed point does.
     """
     h, w = x.shape[-2:]
-    aw, ah = box_resample_matrix(w, out_w), box_resample_matrix(h, out_h)
-    if _picks(aw) is not None:
-        y = x.index_select(-1, torch.as_tensor(_picks(aw), device=x.device))
-    else:
-        y = (x.reshape(-1, w) @ operator(aw, x).T).add_(0.5).floor_().view(*x.shape[:-1], out_w)
-    if _picks(ah) is not None:
-        return y.index_select(-2, torch.as_tensor(_picks(ah), device=x.device))
-    yt = y.transpose(-2, -1).reshape(-1, h) @ operator(ah, x).T
-    return yt.add_(0.5).floor_().view(*y.shape[:-2], out_w, out_h).transpose(-2, -1).contiguous()
-
-
-def _picks(matrix: np.ndarray) -> list[int] | None:
-    """The input index of every output when each output copies exactly one input, else None."""
-    if not np.all((matrix == 0) | (matrix == 1)) or not np.all(matrix.sum(1) == 1):
-        return None
-    return matrix.argmax(1).tolist()
+    mw = operator(box_round_trip_matrix(w, small_w), x)
+    mh = mw if (h, small_h) == (w, small_w) else operator(box_round_trip_matrix(h, small_h), x)
+    y = (x @ mw.T).add_(0.5).floor_()
+    return (mh @ y).add_(0.5).floor_()

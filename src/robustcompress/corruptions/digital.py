@@ -64,9 +64,8 @@ def elastic_transform(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Ten
 def pixelate(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     """Box down-sampling to `scale` of the size and box up-sampling back (PIL BOX, 8-bit passes)."""
     h, w = x.shape[-2:]
-    levels = (x.clamp(0, 1) * 255).add_(0.5).floor_()
-    small = _ops.box_resize_levels(levels, int(h * p["scale"]), int(w * p["scale"]))
-    return _ops.box_resize_levels(small, h, w).div_(255)
+    levels = x.clamp(0, 1).mul_(255).add_(0.5).floor_()
+    return _ops.box_pixelate_levels(levels, int(h * p["scale"]), int(w * p["scale"])).div_(255)
 
 
 def jpeg_compression(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
