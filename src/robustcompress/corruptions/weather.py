@@ -152,12 +152,18 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
 
 
 def _dilate3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 maximum of values >= 0 (outside the image counts as 0), as two 1-D passes."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 0, 0))
-    x = torch.maximum(torch.maximum(p[..., :, :w], p[..., :, 1 : w + 1]), p[..., :, 2:])
-    p = F.pad(x, (0, 0, 1, 1))
-    return torch.maximum(torch.maximum(p[..., :h, :], p[..., 1 : h + 1, :]), p[..., 2:, :])
+    """3x3 maximum of values >= 0 (outside the image counts as 0), as two 1-D passes.
+
+    Each pass takes the maximum with the two neighbours in place on shifted slices (no padding).
+    """
+    for dim in (-1, -2):
+        y = x.clone()
+        n = x.shape[dim]
+        left, right = y.narrow(dim, 1, n - 1), y.narrow(dim, 0, n - 1)
+        torch.maximum(left, x.narrow(dim, 0, n - 1), out=left)
+        torch.maximum(right, x.narrow(dim, 1, n - 1), out=right)
+        x = y
+    return x
 
 
 def _equalize(levels: torch.Tensor) -> torch.Tensor:
@@ -188,19 +194,20 @@ def spatter(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     liquid = _ops.gaussian_blur(liquid, p["sigma"])
     liquid.masked_fill_(liquid < p["threshold"], 0)
     if not p["mud"]:
-        wet = liquid > 0
-        rim = _dilate3(wet) & _dilate3(~wet)  # both drops and dry pixels around
-        # chessboard distance to the nearest rim pixel, capped at 20: count the dilations of the
-        # rim that still miss a pixel (separable 3x3 dilations of booleans, a quarter of the
-        # memory of floats; stop once every pixel is reached)
-        reached = rim
-        dist = torch.zeros(n, 1, h, w, dtype=x.dtype, device=x.device)
-        for _ in range(20):
-            dist.add_(~reached)
-            if bool(reached.all()):
+        wet = (liquid > 0).to(torch.uint8)
+        rim = _dilate3(wet) & _dilate3(1 - wet)  # both drops and dry pixels around
+        # chessboard distance to the nearest rim pixel, capped at 20: the number of dilations of
+        # the rim that still miss a pixel, i.e. steps - (how often it was reached). 3x3 dilations
+        # of uint8 masks (a quarter of the memory of floats); stop once every pixel is reached.
+        reached, hits, steps = rim, torch.zeros_like(rim), 0
+        while steps < 20:
+            steps += 1
+            hits.add_(reached)
+            if bool(reached.min()):
                 break
             reached = _dilate3(reached)
-        dist.masked_fill_(~rim.flatten(1).any(1).view(n, 1, 1, 1), 20.0)
+        dist = hits.to(x.dtype).neg_().add_(steps)
+        dist.masked_fill_(rim.flatten(1).amax(1).view(n, 1, 1, 1) == 0, 20.0)
         dist = _box3(dist).add_(1e-4).floor_().clamp_(0, 255)
         dist = _equalize(dist)
         emboss = np.array([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]])
