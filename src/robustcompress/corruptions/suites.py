@@ -34,6 +34,9 @@ class Corruption:
     ref_size: int = 32
     lengths: dict[str, str] = field(default_factory=dict)
     random: bool = True  # draws random numbers (differs between seeds)
+    # its only draw is one tensor of the images' shape, so consecutive sub-blocks drawing from one
+    # CPU generator get the same numbers as the whole block (corrupt_quantized relies on it)
+    draws_per_value: bool = False
     colour: bool = False  # defined on RGB: grayscale images go to RGB and back (luma)
     pixel_monotone: bool = True  # the reference changes pixels more as severity rises
     summary: str = ""
@@ -114,6 +117,7 @@ CIFAR_C = [
         noise.gaussian_noise,
         _table("sigma", 0.04, 0.06, 0.08, 0.09, 0.10),
         summary="additive Gaussian noise",
+        draws_per_value=True,
     ),
     Corruption(
         "shot_noise", noise.shot_noise, _table("lam", 500, 250, 100, 75, 50), summary="Poisson photon noise"
@@ -123,6 +127,7 @@ CIFAR_C = [
         noise.impulse_noise,
         _table("amount", 0.01, 0.02, 0.03, 0.05, 0.07),
         summary="salt-and-pepper noise",
+        draws_per_value=True,
     ),
     Corruption(
         "defocus_blur",
@@ -233,6 +238,7 @@ CIFAR_C_EXTRAS = [
         noise.speckle_noise,
         _table("sigma", 0.06, 0.1, 0.12, 0.16, 0.2),
         summary="multiplicative Gaussian noise",
+        draws_per_value=True,
     ),
     Corruption(
         "gaussian_blur",
@@ -278,7 +284,13 @@ def _one(name, fn, params, **kw) -> Corruption:
 
 MNIST_C = [
     _one("shot_noise", noise.shot_noise, {"lam": 3}, summary="Poisson noise"),
-    _one("impulse_noise", noise.impulse_noise, {"amount": 0.17}, summary="salt and pepper"),
+    _one(
+        "impulse_noise",
+        noise.impulse_noise,
+        {"amount": 0.17},
+        summary="salt and pepper",
+        draws_per_value=True,
+    ),
     _one(
         "glass_blur",
         blur.glass_blur,
@@ -407,6 +419,7 @@ def corrupt(
 
 
 CHUNK = 1000  # images per generator: results do not depend on the caller's batch size
+SUB_BLOCK_PIXELS = 1 << 17  # pixels per sub-block of a deterministic corruption (128 CIFAR images)
 
 
 def chunk_generator(seed: int, suite: str, name: str, severity: int, chunk: int, device) -> torch.Generator:
@@ -437,14 +450,19 @@ def corrupt_quantized(
             f"corrupt_quantized batches must start at a multiple of {CHUNK} images, not {start}"
         )
     c = SUITES.get(suite).get(name)
-    outs = []
+    out = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    # On the CPU, corruptions that treat every image on its own run on small sub-blocks: their
+    # temporaries stay in the cache and their memory is reused, where fresh full-block tensors
+    # cost more in page faults than in arithmetic. Same pixels: deterministic ones do not draw,
+    # the noises' single draw continues the same CPU generator stream. Others draw per CHUNK.
+    split = x.device.type == "cpu" and (not c.random or c.draws_per_value)
+    step = max(1, SUB_BLOCK_PIXELS // (x.shape[-2] * x.shape[-1])) if split else CHUNK
     for i in range(0, len(x), CHUNK):
         g = chunk_generator(seed, suite, name, severity, (start + i) // CHUNK, x.device)
-        block = x[i : i + CHUNK]
-        out = c(block, severity, generator=g, frost_images=frost_images)
-        # a result that shares no memory with the images is ours to overwrite while quantising
-        fresh = out.untyped_storage().data_ptr() != block.untyped_storage().data_ptr()
-        outs.append(_ops.quantize_uint8(out, in_place=fresh))
-    if len(outs) == 1:
-        return outs[0]
-    return torch.cat(outs) if outs else torch.empty(0, *x.shape[1:], dtype=torch.uint8, device=x.device)
+        for j in range(i, min(i + CHUNK, len(x)), step):
+            block = x[j : min(j + step, i + CHUNK)]
+            result = c(block, severity, generator=g, frost_images=frost_images)
+            # a result that shares no memory with the images is ours to overwrite while quantising
+            fresh = result.untyped_storage().data_ptr() != block.untyped_storage().data_ptr()
+            out[j : j + len(block)] = _ops.quantize_uint8(result, in_place=fresh)
+    return out
