@@ -34,9 +34,10 @@ class Corruption:
     ref_size: int = 32
     lengths: dict[str, str] = field(default_factory=dict)
     random: bool = True  # draws random numbers (differs between seeds)
-    # its only draw is one tensor of the images' shape, so consecutive sub-blocks drawing from one
-    # CPU generator get the same numbers as the whole block (corrupt_quantized relies on it)
-    draws_per_value: bool = False
+    # all its random numbers come from one draw of a tensor with the images as leading dimension,
+    # so consecutive sub-blocks drawing from one CPU generator get the whole block's numbers
+    # (corrupt_quantized relies on it)
+    draws_in_image_order: bool = False
     colour: bool = False  # defined on RGB: grayscale images go to RGB and back (luma)
     pixel_monotone: bool = True  # the reference changes pixels more as severity rises
     summary: str = ""
@@ -117,7 +118,7 @@ CIFAR_C = [
         noise.gaussian_noise,
         _table("sigma", 0.04, 0.06, 0.08, 0.09, 0.10),
         summary="additive Gaussian noise",
-        draws_per_value=True,
+        draws_in_image_order=True,
     ),
     Corruption(
         "shot_noise", noise.shot_noise, _table("lam", 500, 250, 100, 75, 50), summary="Poisson photon noise"
@@ -127,7 +128,7 @@ CIFAR_C = [
         noise.impulse_noise,
         _table("amount", 0.01, 0.02, 0.03, 0.05, 0.07),
         summary="salt-and-pepper noise",
-        draws_per_value=True,
+        draws_in_image_order=True,
     ),
     Corruption(
         "defocus_blur",
@@ -238,7 +239,7 @@ CIFAR_C_EXTRAS = [
         noise.speckle_noise,
         _table("sigma", 0.06, 0.1, 0.12, 0.16, 0.2),
         summary="multiplicative Gaussian noise",
-        draws_per_value=True,
+        draws_in_image_order=True,
     ),
     Corruption(
         "gaussian_blur",
@@ -263,6 +264,7 @@ CIFAR_C_EXTRAS = [
         colour=True,
         pixel_monotone=False,
         summary="liquid (1-3) or mud (4-5) splashes",
+        draws_in_image_order=True,
     ),
     Corruption(
         "saturate",
@@ -289,7 +291,7 @@ MNIST_C = [
         noise.impulse_noise,
         {"amount": 0.17},
         summary="salt and pepper",
-        draws_per_value=True,
+        draws_in_image_order=True,
     ),
     _one(
         "glass_blur",
@@ -334,6 +336,7 @@ MNIST_C = [
         },
         lengths={"sigma": FLOAT, "intensity": FLOAT},
         summary="grey mud splashes",
+        draws_in_image_order=True,
     ),
     _one("dotted_line", geometric.dotted_line, {}, summary="a dashed line"),
     _one("zigzag", geometric.zigzag, {}, summary="a zigzag stroke"),
@@ -455,8 +458,10 @@ def corrupt_quantized(
     # temporaries stay in the cache and their memory is reused, where fresh full-block tensors
     # cost more in page faults than in arithmetic. Same pixels: deterministic ones do not draw,
     # the noises' single draw continues the same CPU generator stream. Others draw per CHUNK.
-    split = x.device.type == "cpu" and (not c.random or c.draws_per_value)
-    step = max(1, SUB_BLOCK_PIXELS // (x.shape[-2] * x.shape[-1])) if split else CHUNK
+    # Sub-blocks are whole multiples of 16 images: torch's CPU normal sampler works in groups of 16
+    # values, so their draws line up with the block's whatever the image size.
+    split = x.device.type == "cpu" and (not c.random or c.draws_in_image_order)
+    step = 16 * max(1, SUB_BLOCK_PIXELS // (16 * x.shape[-2] * x.shape[-1])) if split else CHUNK
     for i in range(0, len(x), CHUNK):
         g = chunk_generator(seed, suite, name, severity, (start + i) // CHUNK, x.device)
         for j in range(i, min(i + CHUNK, len(x)), step):
