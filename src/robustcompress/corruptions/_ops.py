@@ -28,8 +28,8 @@ def uniform(shape, g: torch.Generator, device, low: float = 0.0, high: float = 1
 
 
 def normal(shape, g: torch.Generator, device, mean: float = 0.0, std: float = 1.0, dtype=torch.float32):
-    z = torch.randn(shape, generator=g, device=g.device, dtype=dtype)
-    return z.mul_(std).add_(mean).to(device)
+    z = torch.randn(shape, generator=g, device=g.device, dtype=dtype).mul_(std)
+    return (z.add_(mean) if mean else z).to(device)
 
 
 def randint(shape, g: torch.Generator, device, low: int, high: int):

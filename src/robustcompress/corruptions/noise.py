@@ -100,7 +100,8 @@ def impulse_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
     One uniform draw per value decides both: u < amount/2 is pepper, amount/2 <= u < amount salt.
     """
     u = _ops.uniform(x.shape, g, x.device)
-    return torch.where(u < p["amount"], (u >= p["amount"] / 2).to(x.dtype), x)
+    flip = u < p["amount"]
+    return torch.where(flip, u.ge_(p["amount"] / 2), x)  # u becomes 1 (salt) or 0 (pepper) in place
 
 
 def speckle_noise(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Tensor:
