@@ -121,7 +121,11 @@ CIFAR_C = [
         draws_in_image_order=True,
     ),
     Corruption(
-        "shot_noise", noise.shot_noise, _table("lam", 500, 250, 100, 75, 50), summary="Poisson photon noise"
+        "shot_noise",
+        noise.shot_noise,
+        _table("lam", 500, 250, 100, 75, 50),
+        summary="Poisson photon noise",
+        draws_in_image_order=True,
     ),
     Corruption(
         "impulse_noise",
@@ -285,7 +289,7 @@ def _one(name, fn, params, **kw) -> Corruption:
 
 
 MNIST_C = [
-    _one("shot_noise", noise.shot_noise, {"lam": 3}, summary="Poisson noise"),
+    _one("shot_noise", noise.shot_noise, {"lam": 3}, summary="Poisson noise", draws_in_image_order=True),
     _one(
         "impulse_noise",
         noise.impulse_noise,
