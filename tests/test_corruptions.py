@@ -197,6 +197,20 @@ def test_bad_input_is_refused(cifar):
         corrupt(cifar, "fog", 1, suite="imagenet-c")
 
 
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "spatter", "pixelate"])
+def test_cpu_sub_blocks_equal_one_call_on_the_whole_block(name, cifar):
+    """corrupt_quantized runs these in sub-blocks on the CPU (128 images at 32x32, 160 at 27x29):
+    the generator's stream must give every image what one call on the whole block gives it."""
+    from robustcompress.corruptions import quantize_uint8
+    from robustcompress.corruptions.suites import chunk_generator
+
+    tiled = cifar.repeat(6, 1, 1, 1)[:270]  # sub-blocks of 128, 128, 14
+    for x in (tiled, tiled[..., :27, :29].contiguous()):  # odd sizes: 2349 values per image
+        g = chunk_generator(0, "cifar-c", name, 3, 0, x.device)
+        whole = quantize_uint8(corrupt(x, name, 3, generator=g))
+        assert torch.equal(corrupt_quantized(x, name, 3), whole)
+
+
 def test_quantized_corruption_does_not_depend_on_batching(cifar):
     whole = corrupt_quantized(cifar[:20], "gaussian_noise", 3, seed=4)
     assert whole.dtype == torch.uint8
