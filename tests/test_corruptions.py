@@ -197,7 +197,7 @@ def test_bad_input_is_refused(cifar):
         corrupt(cifar, "fog", 1, suite="imagenet-c")
 
 
-@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "spatter", "pixelate"])
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "pixelate"])
 def test_cpu_sub_blocks_equal_one_call_on_the_whole_block(name, cifar):
     """corrupt_quantized runs these in sub-blocks on the CPU (128 images at 32x32, 160 at 27x29):
     the generator's stream must give every image what one call on the whole block gives it."""

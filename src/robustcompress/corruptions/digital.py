@@ -52,7 +52,7 @@ def elastic_transform(x: torch.Tensor, p: dict, g: torch.Generator) -> torch.Ten
     field = _ops.uniform((n, 2, h, w), g, x.device, -1.0, 1.0, dtype=x.dtype)
     if p["sigma"] > 0:
         field = _ops.gaussian_blur(field, p["sigma"], mode="reflect", truncate=3.0)
-    field = field * p["alpha"]
+    field.mul_(p["alpha"])
     rows, cols = torch.meshgrid(
         torch.arange(h, device=x.device, dtype=x.dtype),
         torch.arange(w, device=x.device, dtype=x.dtype),

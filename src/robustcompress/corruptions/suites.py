@@ -268,7 +268,6 @@ CIFAR_C_EXTRAS = [
         colour=True,
         pixel_monotone=False,
         summary="liquid (1-3) or mud (4-5) splashes",
-        draws_in_image_order=True,
     ),
     Corruption(
         "saturate",
@@ -340,7 +339,6 @@ MNIST_C = [
         },
         lengths={"sigma": FLOAT, "intensity": FLOAT},
         summary="grey mud splashes",
-        draws_in_image_order=True,
     ),
     _one("dotted_line", geometric.dotted_line, {}, summary="a dashed line"),
     _one("zigzag", geometric.zigzag, {}, summary="a zigzag stroke"),
