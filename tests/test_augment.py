@@ -72,3 +72,10 @@ def test_unknown_augmentation_is_a_clear_error(data_root):
         ["train", "--data-root", str(data_root), "--limit-train", "100", "--augment", "rotate"],
     )
     assert result.exit_code == 2 and "augment" in result.output and "Traceback" not in result.output
+
+
+def test_cache_keys_leave_out_augmentation_at_its_default():
+    # runs cached before augmentation existed keep their keys; an augmented run gets a new one
+    assert "augment" not in TrainConfig().key_dict() and "crop_padding" not in TrainConfig().key_dict()
+    assert TrainConfig(augment=["flip"]).key_dict()["augment"] == ["flip"]
+    assert TrainConfig(crop_padding=2).key_dict()["crop_padding"] == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,8 @@ class TrainConfig(StrictConfig):
         default_factory=list, description="random crops (zero-padded by crop_padding) and/or mirror images"
     )
     crop_padding: int = Field(4, ge=1, description="largest shift of a random crop, in pixels")
+
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("augment", "crop_padding")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for a (0-based) epoch; computed, not stateful, so resuming is exact."""
