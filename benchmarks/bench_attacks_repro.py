@@ -78,6 +78,12 @@ def main() -> None:
     )
     ap.add_argument("--save", default=None, help="folder to save the standard model checkpoint in")
     ap.add_argument("--load", default=None, help="start from this standard model checkpoint (skip training)")
+    ap.add_argument(
+        "--craft",
+        choices=["eval", "train"],
+        default="eval",
+        help="mode adversarial examples are crafted in during fine-tuning (Madry/Wong: train)",
+    )
     ap.add_argument("--save-tuned", default=None, help="folder to save each fine-tuned model in")
     ap.add_argument("--skip-standard-eval", action="store_true")
     ap.add_argument("--n-eval", type=int, default=1000)
@@ -126,7 +132,7 @@ def main() -> None:
     for recipe in args.finetune:
         name, epochs, cap = (recipe.split(":") + ["", ""])[:3]
         cap = int(cap) if cap else args.max_steps
-        params = {"eps": EPS}
+        params = {"eps": EPS, "craft": args.craft}
         if name == "pgd":
             params.update(steps=args.pgd_train_steps, step_size=2.5 * EPS / args.pgd_train_steps)
         tuned = copy.deepcopy(model)
