@@ -78,6 +78,13 @@ def main() -> None:
     )
     ap.add_argument("--save", default=None, help="folder to save the standard model checkpoint in")
     ap.add_argument("--load", default=None, help="start from this standard model checkpoint (skip training)")
+    ap.add_argument(
+        "--craft",
+        choices=["eval", "train"],
+        default="eval",
+        help="mode adversarial examples are crafted in during fine-tuning (Madry/Wong: train)",
+    )
+    ap.add_argument("--save-tuned", default=None, help="folder to save each fine-tuned model in")
     ap.add_argument("--skip-standard-eval", action="store_true")
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-suite", type=int, default=500)
@@ -96,7 +103,7 @@ def main() -> None:
         from robustcompress.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(args.load)
-        row = {"model": f"standard (loaded from {args.load})"}
+        row = {"model": f"loaded from {args.load}"}
     else:
         torch.manual_seed(0)
         model = ModelSpec.for_data("cnn8", splits.info).build()
@@ -125,7 +132,7 @@ def main() -> None:
     for recipe in args.finetune:
         name, epochs, cap = (recipe.split(":") + ["", ""])[:3]
         cap = int(cap) if cap else args.max_steps
-        params = {"eps": EPS}
+        params = {"eps": EPS, "craft": args.craft}
         if name == "pgd":
             params.update(steps=args.pgd_train_steps, step_size=2.5 * EPS / args.pgd_train_steps)
         tuned = copy.deepcopy(model)
@@ -148,6 +155,12 @@ def main() -> None:
             "objective_params": params,
             "train_seconds": time.perf_counter() - start,
         }
+        if args.save_tuned:
+            from robustcompress.checkpoint import save_checkpoint
+
+            folder = f"{args.save_tuned}/{name}-{ft.epochs}ep-{ft.schedule}"
+            save_checkpoint(folder, tuned, {"data": {"dataset": "fashion-mnist"}})
+            row["saved"] = folder
         row.update(evaluate(tuned, splits.test, args.n_eval, args.n_suite, suite))
         print(json.dumps(row), flush=True)
 

@@ -22,7 +22,7 @@ from robustcompress.evaluation.adversarial import (
     robust_accuracy,
 )
 from robustcompress.training import OBJECTIVES, TrainConfig, fit, make_objective
-from robustcompress.training.robust_objectives import max_margin_loss
+from robustcompress.training.robust_objectives import frozen_norm_statistics, max_margin_loss
 from tests.test_attacks import FakeQuantModel, NoisyModel
 
 N = 64
@@ -168,9 +168,29 @@ def test_objectives_return_loss_and_clean_logits(model_data, name):
     assert name in OBJECTIVES
 
 
+@pytest.mark.parametrize("craft", ["eval", "train"])
+def test_crafting_leaves_batch_norm_statistics_to_the_training_pass(model_data, craft):
+    model, splits = model_data
+    model = copy.deepcopy(model).train()
+    x, y = splits.train.x[:32], splits.train.y[:32]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.num_batches_tracked.clone()) for m in norms]
+    with frozen_norm_statistics(model):
+        model(x)  # a train-mode pass with batch statistics
+    for m, (mean, tracked) in zip(norms, before):
+        assert torch.equal(m.running_mean, mean) and m.num_batches_tracked == tracked
+    assert all(m.momentum == 0.1 for m in norms)
+    # crafting adds nothing to the statistics: only the loss's own train-mode pass on x_adv counts
+    objective = make_objective("pgd", steps=3, craft=craft)
+    objective(model, x, y)
+    assert all(m.num_batches_tracked == t + 1 for m, (_, t) in zip(norms, before))
+
+
 def test_bad_objective_params_are_config_errors():
     with pytest.raises(ConfigError):
         make_objective("pgd", epsilon=0.1)
+    with pytest.raises(ConfigError, match="craft"):
+        make_objective("fgsm_rs", craft="test")
     with pytest.raises(ConfigError):
         make_objective("mmr", on="features")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -14,6 +14,17 @@ class StrictConfig(BaseModel):
     """A config dataclass: refuses unknown keys, validates types and ranges on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # Fields added after results were cached whose defaults keep the earlier behaviour: left out of
+    # cache keys while at their defaults, so adding an option does not invalidate finished work.
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that identify this config's result in a cache (see KEY_OMITS_DEFAULT)."""
+        data = self.model_dump()
+        for name in self.KEY_OMITS_DEFAULT:
+            if data[name] == type(self).model_fields[name].get_default(call_default_factory=True):
+                del data[name]
+        return data
 
     @classmethod
     def parse(cls, data: dict[str, Any], where: str = "") -> StrictConfig:

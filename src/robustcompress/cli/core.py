@@ -46,6 +46,12 @@ def _log(msg: str) -> None:
 )
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option(
+    "--augment",
+    default="",
+    metavar="KINDS",
+    help="Batch augmentation: crop, flip or crop,flip (random 4 px crops, mirror images).",
+)
+@click.option(
     "--patience", type=click.IntRange(min=1), default=None, help="Early stopping on validation accuracy."
 )
 @click.option(
@@ -81,6 +87,7 @@ def train(
     lr,
     schedule,
     weight_decay,
+    augment,
     patience,
     objective,
     objective_params,
@@ -111,6 +118,7 @@ def train(
             "lr": lr if lr is not None else (0.05 if optimizer == "sgd" else 1e-3),
             "schedule": schedule,
             "weight_decay": weight_decay,
+            "augment": [kind.strip() for kind in augment.split(",") if kind.strip()],
             "patience": patience,
             "objective": objective,
             "objective_params": parse_params(objective_params),

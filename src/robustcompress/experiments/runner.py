@@ -89,7 +89,7 @@ def run_experiment(
     result = ExperimentResult(cfg.name, folder=out / _safe(cfg.name))
 
     key = digest(
-        {"data": data_meta, "model": spec.to_dict(), "train": cfg.train.model_dump(), "seed": cfg.seed}
+        {"data": data_meta, "model": spec.to_dict(), "train": cfg.train.key_dict(), "seed": cfg.seed}
     )
 
     def train_baseline() -> nn.Module:
@@ -125,9 +125,7 @@ def run_experiment(
         progress=progress,
     )
     for i, (stage_type, stage_cfg) in enumerate(stages):
-        key = digest(
-            {"parent": key, "stage": {"type": stage_type, **stage_cfg.model_dump()}, "seed": cfg.seed}
-        )
+        key = digest({"parent": key, "stage": {"type": stage_type, **stage_cfg.key_dict()}, "seed": cfg.seed})
         parent_model = model
 
         def apply_stage(
@@ -155,7 +153,7 @@ def run_experiment(
         )
         metrics: dict[str, Any] = {}
         for eval_type, eval_cfg in evaluations:
-            eval_key = digest({"type": eval_type, **eval_cfg.model_dump()})
+            eval_key = digest({"type": eval_type, **eval_cfg.key_dict()})
             stored = store.get(art_key, eval_key)
             if stored is None:
                 log(f"[{cfg.name}] evaluating {label}: {eval_type}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -31,6 +31,12 @@ class TrainConfig(StrictConfig):
     grad_clip: float | None = Field(None, gt=0)
     eval_batch_size: int = Field(512, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (quick runs)")
+    augment: list[Literal["crop", "flip"]] = Field(
+        default_factory=list, description="random crops (zero-padded by crop_padding) and/or mirror images"
+    )
+    crop_padding: int = Field(4, ge=1, description="largest shift of a random crop, in pixels")
+
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("augment", "crop_padding")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for a (0-based) epoch; computed, not stateful, so resuming is exact."""

@@ -25,6 +25,7 @@ from robustcompress.checkpoint import WEIGHTS, load_weights, read_meta, save_che
 from robustcompress.device import resolve_device
 from robustcompress.errors import CheckpointError
 from robustcompress.evaluation.clean import accuracy
+from robustcompress.training.augment import augment_batch
 from robustcompress.training.config import TrainConfig
 from robustcompress.training.objectives import make_objective
 
@@ -163,6 +164,8 @@ def _train_epoch(
         if i >= n_steps:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if cfg.augment:
+            x = augment_batch(x, cfg.augment, gen, cfg.crop_padding)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss, logits = objective(model, x, y)
         optimizer.zero_grad(set_to_none=True)

@@ -4,14 +4,17 @@ Each is a class whose keyword arguments are its parameters and whose call
 `objective(model, x, y) -> (loss, clean_logits)` the fit loop makes with the model in train mode.
 
 Adversarial examples are crafted with the model in eval mode (batch-norm running statistics, no
-dropout), then the loss is computed in train mode. Crafting in eval mode keeps the attack's extra
-forward passes from polluting the running statistics with adversarial batches, and attacks the
-model as it will be evaluated; TRADES' reference code does the same (Madry's and Wong's craft in
-train mode; the difference is small for fine-tuning). Random starts come from a generator seeded by
-`seed`, so a run is repeatable.
+dropout) by default, then the loss is computed in train mode: this attacks the model as it will be
+evaluated, as TRADES' reference code does. `craft = "train"` (pgd, fgsm_rs) crafts them against the
+train-mode network the loss sees (batch statistics, dropout), as Madry's and Wong's code do; the
+running statistics are left untouched by those extra passes. Random starts come from a generator
+seeded by `seed`, so a run is repeatable.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +34,36 @@ def _check(eps: float, norm: str) -> None:
         raise ConfigError(f"objective norm must be linf or l2; got {norm!r}")
 
 
+@contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Train-mode forward passes that leave batch-norm running statistics as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+        for m in norms
+    ]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield model
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def crafting(model: nn.Module, craft: str):
+    """The context adversarial examples are crafted in: eval mode, or train mode with frozen statistics."""
+    return eval_mode(model) if craft == "eval" else frozen_norm_statistics(model)
+
+
 @register_objective("pgd")
 class PGDTraining:
     """Madry et al. 2018: cross-entropy on PGD examples only.
 
-    Defaults: eps 0.1 (Fashion-MNIST, paper 003), 10 steps of 2.5 * eps / steps. Paper 003's exact
-    setting is steps=20, step_size=0.01.
+    Defaults: eps 0.1 (Fashion-MNIST, paper 003), 10 steps of 2.5 * eps / steps, crafted in eval
+    mode. Paper 003's exact setting is steps=20, step_size=0.01.
     """
 
     def __init__(
@@ -47,8 +74,12 @@ class PGDTraining:
         norm: str = "linf",
         random_start: bool = True,
         seed: int = 0,
+        craft: str = "eval",
     ):
         _check(eps, norm)
+        if craft not in ("eval", "train"):
+            raise ConfigError(f"objective craft must be eval or train; got {craft!r}")
+        self.craft = craft
         self.eps, self.steps, self.step_size, self.norm, self.random_start = (
             eps,
             steps,
@@ -68,7 +99,7 @@ class PGDTraining:
             random_start=self.random_start,
             generator=self.generator,
         )
-        with eval_mode(model):
+        with crafting(model, self.craft):
             x_adv = attack.generate(x, y)
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
@@ -82,9 +113,16 @@ class FGSMRandomStart(PGDTraining):
     step is projected back onto the ball.
     """
 
-    def __init__(self, eps: float = 0.1, alpha: float | None = None, norm: str = "linf", seed: int = 0):
+    def __init__(
+        self,
+        eps: float = 0.1,
+        alpha: float | None = None,
+        norm: str = "linf",
+        seed: int = 0,
+        craft: str = "eval",
+    ):
         alpha = 1.25 * eps if alpha is None else alpha
-        super().__init__(eps, steps=1, step_size=alpha, norm=norm, random_start=True, seed=seed)
+        super().__init__(eps, steps=1, step_size=alpha, norm=norm, random_start=True, seed=seed, craft=craft)
         self.alpha = alpha
 
 
