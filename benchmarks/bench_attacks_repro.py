@@ -84,6 +84,9 @@ def main() -> None:
         default="eval",
         help="mode adversarial examples are crafted in during fine-tuning (Madry/Wong: train)",
     )
+    ap.add_argument(
+        "--train-eps", type=float, default=EPS, help="eps of the fine-tuning attack (evaluation: 0.1)"
+    )
     ap.add_argument("--save-tuned", default=None, help="folder to save each fine-tuned model in")
     ap.add_argument("--skip-standard-eval", action="store_true")
     ap.add_argument("--n-eval", type=int, default=1000)
@@ -132,9 +135,9 @@ def main() -> None:
     for recipe in args.finetune:
         name, epochs, cap = (recipe.split(":") + ["", ""])[:3]
         cap = int(cap) if cap else args.max_steps
-        params = {"eps": EPS, "craft": args.craft}
+        params = {"eps": args.train_eps, "craft": args.craft}
         if name == "pgd":
-            params.update(steps=args.pgd_train_steps, step_size=2.5 * EPS / args.pgd_train_steps)
+            params.update(steps=args.pgd_train_steps, step_size=2.5 * args.train_eps / args.pgd_train_steps)
         tuned = copy.deepcopy(model)
         ft = TrainConfig(
             epochs=int(epochs or 3),
@@ -158,7 +161,7 @@ def main() -> None:
         if args.save_tuned:
             from robustcompress.checkpoint import save_checkpoint
 
-            folder = f"{args.save_tuned}/{name}-{ft.epochs}ep-{ft.schedule}"
+            folder = f"{args.save_tuned}/{name}-{ft.epochs}ep-{ft.schedule}-eps{args.train_eps:g}"
             save_checkpoint(folder, tuned, {"data": {"dataset": "fashion-mnist"}})
             row["saved"] = folder
         row.update(evaluate(tuned, splits.test, args.n_eval, args.n_suite, suite))
