@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -88,3 +89,38 @@ def test_preset_entries_expand_with_their_budget_and_strength():
     assert [name for name, _ in cfg.validated_stages()] == ["prune", "finetune", "cluster"]
     with pytest.raises(ConfigError, match="unknown key.*speed.*allowed: name, epochs"):
         expand_presets([{**entry, "speed": 1}])
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_validate_with_every_recipe_and_evaluation(path):
+    from robustcompress.experiments.config import expand_presets, parse_typed
+    from robustcompress.experiments.stages import STAGES
+    from robustcompress.plugins import load_plugins
+    from robustcompress.training.finetune import FinetuneConfig, finetune_config
+
+    load_plugins()
+    cfg = load_config(path)
+    assert cfg.validated_evaluations() and cfg.recipes
+    for recipe in cfg.recipes:
+        for i, entry in enumerate(expand_presets(recipe.stages)):
+            kind, stage = parse_typed(entry, STAGES, f"{recipe.name} stage {i}")
+            if isinstance(stage, FinetuneConfig):
+                finetune_config(cfg.train, stage)  # the merged training config validates too
+
+
+def test_finetune_stage_sets_momentum_and_weight_decay_without_changing_old_cache_keys():
+    from robustcompress.training import TrainConfig
+    from robustcompress.training.finetune import FinetuneConfig, finetune_config
+
+    base = TrainConfig(momentum=0.0, weight_decay=0.0)
+    plain = FinetuneConfig(objective="pgd")
+    assert finetune_config(base, plain).momentum == 0.0
+    tuned = finetune_config(base, FinetuneConfig(objective="pgd", momentum=0.9, weight_decay=1e-4))
+    assert (tuned.momentum, tuned.weight_decay) == (0.9, 1e-4)
+    assert "momentum" not in plain.key_dict() and "weight_decay" not in plain.key_dict()
+    assert FinetuneConfig(momentum=0.9).key_dict()["momentum"] == 0.9
+    with pytest.raises(ConfigError, match="momentum"):
+        FinetuneConfig.parse({"momentum": 1.5}, where="finetune")

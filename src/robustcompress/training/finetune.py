@@ -6,7 +6,7 @@ Paper 003's standard fine-tuning T_st is `objective = "ce"`; its adversarial fin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 from torch import nn
@@ -22,10 +22,14 @@ class FinetuneConfig(StageConfig):
     objective_params: dict[str, Any] = Field(default_factory=dict)
     optimizer: str | None = None
     lr: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
     schedule: str | None = None
     batch_size: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
+
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay")
 
 
 def finetune_config(base: TrainConfig | None, cfg: FinetuneConfig) -> TrainConfig:
@@ -39,7 +43,7 @@ def finetune_config(base: TrainConfig | None, cfg: FinetuneConfig) -> TrainConfi
         "patience": cfg.patience,
         "warmup_epochs": 0,
     }
-    for key in ("optimizer", "schedule", "batch_size", "max_steps_per_epoch"):
+    for key in ("optimizer", "momentum", "weight_decay", "schedule", "batch_size", "max_steps_per_epoch"):
         if getattr(cfg, key) is not None:
             overrides[key] = getattr(cfg, key)
     return TrainConfig.parse({**base.model_dump(), **overrides}, where="finetune")
