@@ -244,6 +244,15 @@ def test_empty_store_reports_no_results(tmp_path):
     assert "No results yet" in html
 
 
+def test_a_file_that_is_not_a_store_is_a_clear_error_for_report_and_results(tmp_path):
+    (tmp_path / "results.sqlite").write_bytes(b"not a database, just bytes" * 40)
+    for command in (["report", str(tmp_path)], ["results", str(tmp_path)]):
+        out = CliRunner().invoke(main, command)
+        assert out.exit_code == 2 and "not a readable results store" in out.output, command
+        assert "Traceback" not in out.output
+    assert (tmp_path / "results.sqlite").read_bytes().startswith(b"not a database")  # left untouched
+
+
 def test_grid_baselines_are_each_shown_and_named(tmp_path):
     store = ResultsStore(tmp_path / "results.sqlite")
     for width, art, acc in (("0.5", "a1", 0.7), ("1.0", "a2", 0.8)):

@@ -295,8 +295,8 @@ def evaluate_checkpoint(
 def run(config, out, overrides, as_json, quiet):
     """Run the experiment(s) of a TOML config; finished work is cached and skipped on rerun."""
     from robustcompress.experiments.config import load_config
-    from robustcompress.experiments.runner import RESULTS_DB, run_experiments
-    from robustcompress.experiments.store import ResultsStore, format_table
+    from robustcompress.experiments.runner import run_experiments
+    from robustcompress.experiments.store import RESULTS_DB, format_table
     from robustcompress.plugins import load_plugins
     from robustcompress.report import write_report
 
@@ -310,9 +310,9 @@ def run(config, out, overrides, as_json, quiet):
     if as_json:
         print_json({r.name: r.metrics for r in results})
     else:
-        store = ResultsStore(Path(cfg.output) / RESULTS_DB)
         click.echo(format_table({(r.name, m): v for r in results for m, v in r.metrics.items()}))
-        _log(f"results: {store.path}; per experiment: {Path(cfg.output)}/<name>/metrics.json")
+        out_dir = Path(cfg.output)
+        _log(f"results: {out_dir / RESULTS_DB}; per experiment: {out_dir}/<name>/metrics.json")
 
 
 @click.command()
@@ -323,13 +323,9 @@ def run(config, out, overrides, as_json, quiet):
 @user_errors
 def results(folder, experiment, columns, as_json):
     """Show the results store of an output folder as a table (or JSON)."""
-    from robustcompress.experiments.runner import RESULTS_DB
     from robustcompress.experiments.store import ResultsStore, format_table
 
-    path = Path(folder) / RESULTS_DB if Path(folder).is_dir() else Path(folder)
-    if not path.is_file():
-        raise ConfigError(f"no results store at {path}; give the output folder of a `robustcompress run`")
-    rows = ResultsStore(path).metrics(experiment)
+    rows = ResultsStore.open(folder).metrics(experiment)
     if as_json:
         print_json({f"{e}|{m}": v for (e, m), v in rows.items()})
     else:

@@ -26,11 +26,9 @@ from robustcompress.device import resolve_device
 from robustcompress.evaluation.registry import EVALUATIONS, EvalContext
 from robustcompress.experiments.config import ExperimentConfig, expand_grid
 from robustcompress.experiments.stages import STAGES, StageContext
-from robustcompress.experiments.store import ResultsStore
+from robustcompress.experiments.store import RESULTS_DB, ResultsStore
 from robustcompress.models import ModelSpec
 from robustcompress.training.loop import fit, training_summary
-
-RESULTS_DB = "results.sqlite"
 
 
 def stderr_log(msg: str) -> None:

@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from robustcompress.errors import ConfigError
+
+RESULTS_DB = "results.sqlite"  # the store's file name in an output folder
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL
@@ -31,15 +35,51 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+def results_path(folder: str | Path) -> Path:
+    """The store of an output folder (or the store file itself); a clear error if there is none."""
+    folder = Path(folder)
+    path = folder if folder.is_file() else folder / RESULTS_DB
+    if not path.is_file():
+        raise ConfigError(
+            f"no results store at {path}: give the output folder of a `robustcompress run` "
+            f"(the folder holding {RESULTS_DB})"
+        )
+    return path
+
+
 class ResultsStore:
-    def __init__(self, path: str | Path):
+    """Read-write for the runner; `ResultsStore.open(folder)` reads a finished one without locking it."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        self.readonly = readonly
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> ResultsStore:
+        """The existing store of an output folder, read-only (reports, `robustcompress results`)."""
+        return cls(results_path(folder), readonly=True)
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         return sqlite3.connect(self.path, timeout=30)
+
+    def _read(self, query: str, args: Iterable[Any] = ()) -> list[tuple]:
+        """All rows of a query; a store that is not one is a ConfigError, not a traceback."""
+        try:
+            db = self._connect()
+            try:
+                return db.execute(query, tuple(args)).fetchall()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"{self.path} is not a readable results store ({exc}); rerun `robustcompress run`"
+            ) from None
 
     def add_experiment(self, name: str, config: dict[str, Any]) -> None:
         with self._connect() as db:
@@ -100,14 +140,23 @@ class ResultsStore:
         if where:
             query += " WHERE " + " AND ".join(where)
         out: dict[tuple[str, str], dict] = {}
-        with self._connect() as db:
-            for exp, mdl, name, value, text in db.execute(query + " ORDER BY created", args):
-                out.setdefault((exp, mdl), {})[name] = value if value is not None else text
+        for exp, mdl, name, value, text in self._read(query + " ORDER BY created", args):
+            out.setdefault((exp, mdl), {})[name] = value if value is not None else text
         return out
 
+    def records(self) -> list[tuple[str, str, str, str, Any]]:
+        """Every stored metric as (experiment, model, artifact, name, value), oldest first."""
+        rows = self._read(
+            "SELECT experiment, model, artifact, name, value, text FROM metrics ORDER BY created"
+        )
+        return [(e, m, a, n, v if v is not None else t) for e, m, a, n, v, t in rows]
+
     def experiments(self) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT name FROM experiments ORDER BY created")]
+        return [r[0] for r in self._read("SELECT name FROM experiments ORDER BY created")]
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Each experiment's config as it was run."""
+        return {name: json.loads(c) for name, c in self._read("SELECT name, config FROM experiments")}
 
 
 def _is_number(v: Any) -> bool:

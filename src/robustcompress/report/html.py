@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from robustcompress.experiments.store import results_path
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, pareto_front
 from robustcompress.report.plots import make_plots
-from robustcompress.report.results import Results, load_results, results_path
+from robustcompress.report.results import Results, load_results
 from robustcompress.report.tables import Table, comparison_table, measured_objectives
 
 REPORT_NAME = "report.html"

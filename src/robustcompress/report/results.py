@@ -6,15 +6,11 @@ baseline once and then every experiment's final model, each compared with its ow
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustcompress.errors import ConfigError
-
-RESULTS_DB = "results.sqlite"  # the runner's name for the store (experiments.runner.RESULTS_DB)
+from robustcompress.experiments.store import ResultsStore
 
 
 @dataclass
@@ -65,43 +61,18 @@ class Results:
         return sorted({k for r in self.rows for k in r.metrics})
 
 
-def results_path(folder: str | Path) -> Path:
-    """The store of an output folder (or the store file itself); a clear error if there is none."""
-    folder = Path(folder)
-    path = folder if folder.is_file() else folder / RESULTS_DB
-    if not path.is_file():
-        raise ConfigError(
-            f"no results store at {path}: give the output folder of a `robustcompress run` "
-            f"(the folder holding {RESULTS_DB})"
-        )
-    return path
-
-
 def load_results(folder: str | Path) -> Results:
     """Every model's latest metrics and every experiment's config, read-only."""
-    path = results_path(folder)
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            order = [n for (n,) in db.execute("SELECT name FROM experiments ORDER BY created")]
-            configs = {n: json.loads(c) for n, c in db.execute("SELECT name, config FROM experiments")}
-            metric_rows = db.execute(
-                "SELECT experiment, model, artifact, name, value, text FROM metrics ORDER BY created"
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(
-            f"{path} is not a readable results store ({exc}); rerun `robustcompress run`"
-        ) from None
+    store = ResultsStore.open(folder)
+    order, configs, records = store.experiments(), store.configs(), store.records()
 
     # (experiment, model) -> the artifact evaluated last and its metrics (an older artifact of the
     # same name, from before a config change, is superseded).
     latest: dict[tuple[str, str], str] = {}
     metrics: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for exp, model, artifact, name, value, text in metric_rows:
+    for exp, model, artifact, name, value in records:
         latest[(exp, model)] = artifact
-        metrics.setdefault((exp, model, artifact), {})[name] = value if value is not None else text
+        metrics.setdefault((exp, model, artifact), {})[name] = value
     rank = {name: i for i, name in enumerate(order)}
     keys = sorted(latest, key=lambda k: (rank.get(k[0], len(rank)), _model_rank(k[1])))
     rows = [ModelRow(e, m, latest[(e, m)], metrics[(e, m, latest[(e, m)])]) for e, m in keys]
