@@ -106,7 +106,7 @@ def test_shipped_configs_validate_with_every_recipe_and_evaluation(path):
     assert cfg.validated_evaluations() and cfg.recipes
     for recipe in cfg.recipes:
         for i, entry in enumerate(expand_presets(recipe.stages)):
-            kind, stage = parse_typed(entry, STAGES, f"{recipe.name} stage {i}")
+            _, stage = parse_typed(entry, STAGES, f"{recipe.name} stage {i}")
             if isinstance(stage, FinetuneConfig):
                 finetune_config(cfg.train, stage)  # the merged training config validates too
 

@@ -105,7 +105,7 @@ class ResultsStore:
                 " WHERE experiment=? AND model=? AND artifact=? AND evaluation=?",
                 (*row, artifact, evaluation),
             ).fetchall()
-        return {name: value if value is not None else text for name, value, text in rows}
+        return {name: _stored(value, text) for name, value, text in rows}
 
     def add_metrics(
         self, experiment: str, model: str, artifact: str, evaluation: str, metrics: dict[str, Any]
@@ -141,7 +141,7 @@ class ResultsStore:
             query += " WHERE " + " AND ".join(where)
         out: dict[tuple[str, str], dict] = {}
         for exp, mdl, name, value, text in self._read(query + " ORDER BY created", args):
-            out.setdefault((exp, mdl), {})[name] = value if value is not None else text
+            out.setdefault((exp, mdl), {})[name] = _stored(value, text)
         return out
 
     def records(self) -> list[tuple[str, str, str, str, Any]]:
@@ -149,14 +149,20 @@ class ResultsStore:
         rows = self._read(
             "SELECT experiment, model, artifact, name, value, text FROM metrics ORDER BY created"
         )
-        return [(e, m, a, n, v if v is not None else t) for e, m, a, n, v, t in rows]
+        return [(e, m, a, n, _stored(v, t)) for e, m, a, n, v, t in rows]
 
     def experiments(self) -> list[str]:
         return [r[0] for r in self._read("SELECT name FROM experiments ORDER BY created")]
 
     def configs(self) -> dict[str, dict[str, Any]]:
-        """Each experiment's config as it was run."""
-        return {name: json.loads(c) for name, c in self._read("SELECT name, config FROM experiments")}
+        """Each experiment's config as it was run, in run order."""
+        rows = self._read("SELECT name, config FROM experiments ORDER BY created")
+        return {name: json.loads(config) for name, config in rows}
+
+
+def _stored(value: float | None, text: str | None) -> Any:
+    """A metric as it was added: numbers live in `value`, everything else in `text`."""
+    return value if value is not None else text
 
 
 def _is_number(v: Any) -> bool:

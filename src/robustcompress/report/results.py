@@ -64,7 +64,7 @@ class Results:
 def load_results(folder: str | Path) -> Results:
     """Every model's latest metrics and every experiment's config, read-only."""
     store = ResultsStore.open(folder)
-    order, configs, records = store.experiments(), store.configs(), store.records()
+    configs, records = store.configs(), store.records()
 
     # (experiment, model) -> the artifact evaluated last and its metrics (an older artifact of the
     # same name, from before a config change, is superseded).
@@ -73,7 +73,7 @@ def load_results(folder: str | Path) -> Results:
     for exp, model, artifact, name, value in records:
         latest[(exp, model)] = artifact
         metrics.setdefault((exp, model, artifact), {})[name] = value
-    rank = {name: i for i, name in enumerate(order)}
+    rank = {name: i for i, name in enumerate(configs)}
     keys = sorted(latest, key=lambda k: (rank.get(k[0], len(rank)), _model_rank(k[1])))
     rows = [ModelRow(e, m, latest[(e, m)], metrics[(e, m, latest[(e, m)])]) for e, m in keys]
     results = Results(Path(folder), rows, configs)
