@@ -22,6 +22,7 @@ from robustcompress.models.weights import FitReport, fit_state_dict, read_state_
 from robustcompress.models.zoo import MODELS, SPEC_ATTR, STRUCTURE_ATTR, ModelSpec
 
 Normalization = str | tuple[Sequence[float], Sequence[float]]
+PER_CHANNEL = "the mean of each channel, then the standard deviation of each channel"
 
 
 def import_model(
@@ -46,9 +47,16 @@ def import_model(
     count (e.g. ImageNet's 1000), the classifier head is replaced by a new one, initialised from `seed`.
     """
     return import_with_report(
-        model, dataset, weights, normalize=normalize, num_classes=num_classes, stem=stem, width=width,
-        seed=seed, data_root=data_root,
-    )[0]  # fmt: skip
+        model,
+        dataset,
+        weights,
+        normalize=normalize,
+        num_classes=num_classes,
+        stem=stem,
+        width=width,
+        seed=seed,
+        data_root=data_root,
+    )[0]
 
 
 def import_with_report(
@@ -67,8 +75,8 @@ def import_with_report(
     info = _dataset_info(dataset, data_root)
     if num_classes is not None and num_classes != info.num_classes:
         raise ConfigError(
-            f"num_classes {num_classes} differs from the {info.num_classes} classes of dataset {info.name!r}; "
-            f"a model is trained and measured on its dataset: give {info.num_classes}"
+            f"num_classes {num_classes} differs from the {info.num_classes} classes of dataset "
+            f"{info.name!r}; a model is trained and measured on its dataset: give {info.num_classes}"
         )
     mean, std = normalization(normalize, info)
     spec = ModelSpec.for_data("", info, mean=mean, std=std, stem=stem, width=width)
@@ -108,14 +116,13 @@ def normalization(value: Normalization, info: Any) -> tuple[list[float], list[fl
             numbers = []
         if not numbers:
             raise ConfigError(
-                f"normalize {value!r} is not 'none', 'dataset' or MEAN,STD numbers "
-                f"(for {channels}-channel images: {channels} means, then {channels} standard deviations)"
+                f"normalize {value!r} is not 'none', 'dataset' or MEAN,STD numbers: {PER_CHANNEL}, "
+                f"e.g. {_example(info)} for {info.name!r}"
             )
         if len(numbers) != 2 * channels:
             raise ConfigError(
                 f"normalize {value!r} has {len(numbers)} numbers, but {info.name!r} has {channels}-channel "
-                f"images: give {2 * channels} ({channels} means, then {channels} standard deviations), "
-                f"e.g. {_example(info)}"
+                f"images: give {2 * channels}, {PER_CHANNEL}, e.g. {_example(info)}"
             )
         mean, std = numbers[:channels], numbers[channels:]
     else:
@@ -146,7 +153,9 @@ def _dataset_info(dataset: Any, data_root: str | Path | None):
         return load_dataset(dataset, root=data_root, limit_train=1, val_fraction=0.0, limit_test=1).info
     info = getattr(dataset, "info", dataset)
     if not all(hasattr(info, a) for a in ("num_classes", "in_channels", "mean", "std")):
-        raise ConfigError(f"dataset must be a dataset name, DataSplits or DatasetInfo, got {type(dataset).__name__}")
+        raise ConfigError(
+            f"dataset must be a dataset name, DataSplits or DatasetInfo, got {type(dataset).__name__}"
+        )
     return info
 
 

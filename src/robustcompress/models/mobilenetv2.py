@@ -47,7 +47,9 @@ class MobileNetV2(nn.Module):
             raise ValueError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
         settings = IMAGENET_SETTINGS if stem == "imagenet" else SETTINGS
         cin = scaled(32, width, 8)
-        blocks: list[nn.Module] = [conv_bn_relu(in_channels, cin, 3, 2 if stem == "imagenet" else 1, relu6=True)]
+        blocks: list[nn.Module] = [
+            conv_bn_relu(in_channels, cin, 3, 2 if stem == "imagenet" else 1, relu6=True)
+        ]
         for t, c, n, s in settings:
             cout = scaled(c, width, 8)
             for i in range(n):

@@ -66,7 +66,7 @@ def _torch_load(path: Path):
             warnings.simplefilter("ignore")  # protocol notes from the weights-only unpickler
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(exc))  # the class or function the file names
         if unsafe:
             raise CheckpointError(
                 f"refusing to unpickle {path}: it holds the Python object {unsafe[1]}, not just tensors "
@@ -93,7 +93,9 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
             break
         obj = inner
     if not isinstance(obj, dict) or not obj or not _is_state_dict(obj):
-        kind = type(obj).__name__ if not isinstance(obj, dict) else f"dict with keys {sorted(map(str, obj))[:6]}"
+        kind = (
+            type(obj).__name__ if not isinstance(obj, dict) else f"dict with keys {sorted(map(str, obj))[:6]}"
+        )
         raise CheckpointError(f"{path} holds a {kind}, not a state dict of named tensors; {SAVE_HINT}")
     return obj
 
@@ -142,11 +144,11 @@ def fit_state_dict(
         if unexpected:
             lines.append(f"  unexpected (in the file, not in the model): {_names(unexpected)}")
         if wrong:
-            shapes = [f"{k} {_shape(state[k])} in the file, {_shape(expected[k])} in the model" for k in wrong]
+            shapes = [
+                f"{k} {_shape(state[k])} in the file, {_shape(expected[k])} in the model" for k in wrong
+            ]
             lines.append(f"  wrong shape: {_names(shapes)}")
-        lines.append(
-            fix or "Build the architecture the weights were saved from, with the class count they were trained for."
-        )
+        lines.append(fix or "Build the architecture the weights were saved from, with their class count.")
         raise CheckpointError("\n".join(lines))
     for k in report.replaced:
         state[k] = expected[k]
@@ -175,7 +177,11 @@ def _best_naming(
     def score(i: int):
         current = readings[i][0]
         same = [k for k in current if k in expected]
-        return (sum(current[k].shape == expected[k].shape for k in same), len(same), len(readings[i][1].stripped))
+        return (
+            sum(current[k].shape == expected[k].shape for k in same),
+            len(same),
+            len(readings[i][1].stripped),
+        )
 
     best = max(range(len(readings)), key=score)
     return dict(readings[best][0]), readings[best][1]

@@ -37,7 +37,8 @@ def _register(
             kw["stem"] = stem or "cifar"
         elif stem not in (None, "cifar"):
             raise ConfigError(
-                f"model {name!r} has no 'stem' option; resnet, vgg and mobilenetv2 models take stem='imagenet'"
+                f"model {name!r} has no 'stem' option; "
+                "resnet, vgg and mobilenetv2 models take stem='imagenet'"
             )
         return fn(**kw)
 
