@@ -326,6 +326,8 @@ def test_api_input_errors(fmnist):
         import_model("resnet9", fmnist)
     with pytest.raises(ConfigError, match="num_classes 5 differs from the 10 classes"):
         import_model(FACTORY, fmnist, num_classes=5)
+    with pytest.raises(ConfigError, match="stem 'imagenet' is an option of the zoo's resnet"):
+        import_model(FACTORY, fmnist, stem="imagenet")
     with pytest.raises(ConfigError, match="cannot be found again by import path"):
         import_model(lambda num_classes, in_channels: ResidualCNN(num_classes, in_channels), fmnist)
 

@@ -79,6 +79,8 @@ def import_with_report(
             f"{info.name!r}; a model is trained and measured on its dataset: give {info.num_classes}"
         )
     mean, std = normalization(normalize, info)
+    if stem is not None and not (isinstance(model, str) and family(model)):
+        raise ConfigError(f"stem {stem!r} is an option of the zoo's resnet, vgg and mobilenetv2 models only")
     spec = ModelSpec.for_data("", info, mean=mean, std=std, stem=stem, width=width)
     instance = model if isinstance(model, nn.Module) else None
     spec.name = _model_path(model)

@@ -19,7 +19,9 @@ RULES: dict[str, list[tuple[str, str]]] = {
 
 
 def family(model_name: str) -> str | None:
-    """'resnet50' -> 'resnet'; None for models torchvision does not publish in the zoo's layout."""
+    """'resnet50' -> 'resnet'; None for user models and for what torchvision does not publish."""
+    if ":" in model_name:
+        return None
     for name in RULES:
         if model_name.startswith(name):
             return name
