@@ -197,6 +197,16 @@ def test_torchvision_state_dicts_load_into_the_zoo(tv_name, tmp_path):
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 1000)
 
 
+def test_weights_saved_before_batch_norm_counters_load():
+    """Files from before PyTorch 0.4.1 (early torchvision weights) have no num_batches_tracked."""
+    state = _random_state(TORCHVISION["resnet18"])
+    old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    model = ModelSpec("resnet18", num_classes=1000, stem="imagenet").build()
+    fit_state_dict(model.net, old, model_name="resnet18", num_classes=1000)
+    assert torch.equal(model.net.stem[0].weight, state["conv1.weight"])
+    assert model.net.stem[1].num_batches_tracked.item() == 0
+
+
 def test_head_replacement_names_and_seeds_the_new_head(cifar_small, tmp_path):
     state = _random_state(TORCHVISION["mobilenet_v2"])
     path = tmp_path / "mobilenet_v2.pth"

@@ -77,11 +77,9 @@ def _torch_load(path: Path):
             f"cannot read {path}: it is not a PyTorch state dict saved by torch.save, or it is damaged "
             f"(nothing in it was run); {SAVE_HINT}"
         ) from None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:
-        reason = str(exc).split(". ")[0] or type(exc).__name__
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError):
         raise CheckpointError(
-            f"cannot read {path} ({reason}): the file is truncated or damaged, or not a weights file; "
-            f"{SAVE_HINT}"
+            f"cannot read {path}: the file is truncated or damaged, or not a weights file; {SAVE_HINT}"
         ) from None
 
 
@@ -122,7 +120,10 @@ def fit_state_dict(
     """
     expected = model.state_dict()
     state, report = _best_naming(state, expected, model_name)
-    missing = [k for k in expected if k not in state]
+    # batch-norm step counters are absent from files saved before PyTorch 0.4.1 (early torchvision
+    # weights among them) and not used in eval or with a fixed momentum: the model's own are kept
+    kept = [k for k in expected if k not in state and k.endswith(".num_batches_tracked")]
+    missing = [k for k in expected if k not in state and k not in kept]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     head = [k for k in wrong if _head_like(state[k].shape, expected[k].shape, num_classes)]
@@ -150,7 +151,7 @@ def fit_state_dict(
             lines.append(f"  wrong shape: {_names(shapes)}")
         lines.append(fix or "Build the architecture the weights were saved from, with their class count.")
         raise CheckpointError("\n".join(lines))
-    for k in report.replaced:
+    for k in [*report.replaced, *kept]:
         state[k] = expected[k]
     model.load_state_dict(state, strict=True)
     return report
