@@ -1,4 +1,5 @@
-"""MobileNetV2, CIFAR variant: stride 1 in the stem and the second stage, so 32x32 inputs keep detail."""
+"""MobileNetV2. The CIFAR variant (default) has stride 1 in the stem and the 24-channel stage, so 32x32
+inputs keep detail; `stem="imagenet"` has ImageNet's stride 2 there (the weights are the same shape)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ SETTINGS = [
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 ]
+IMAGENET_SETTINGS = [(t, c, n, 2 if c == 24 else s) for t, c, n, s in SETTINGS]
 
 
 class InvertedResidual(nn.Module):
@@ -39,11 +41,16 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes=10, in_channels=3, width=1.0):
+    def __init__(self, num_classes=10, in_channels=3, width=1.0, stem="cifar"):
         super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
+        settings = IMAGENET_SETTINGS if stem == "imagenet" else SETTINGS
         cin = scaled(32, width, 8)
-        blocks: list[nn.Module] = [conv_bn_relu(in_channels, cin, 3, 1, relu6=True)]
-        for t, c, n, s in SETTINGS:
+        blocks: list[nn.Module] = [
+            conv_bn_relu(in_channels, cin, 3, 2 if stem == "imagenet" else 1, relu6=True)
+        ]
+        for t, c, n, s in settings:
             cout = scaled(c, width, 8)
             for i in range(n):
                 blocks.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))

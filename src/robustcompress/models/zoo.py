@@ -32,9 +32,14 @@ def _register(
         if uses_input_size:
             kw["input_size"] = input_size
         if uses_stem:
+            if stem not in (None, "cifar", "imagenet"):
+                raise ConfigError(f"unknown stem {stem!r} for model {name!r}; choose 'cifar' or 'imagenet'")
             kw["stem"] = stem or "cifar"
         elif stem not in (None, "cifar"):
-            raise ConfigError(f"model {name!r} has no 'stem' option; only resnet models take stem='imagenet'")
+            raise ConfigError(
+                f"model {name!r} has no 'stem' option; "
+                "resnet, vgg and mobilenetv2 models take stem='imagenet'"
+            )
         return fn(**kw)
 
     MODELS.register(name)(factory)
@@ -44,8 +49,8 @@ _register("cnn8", cnn.CNN8, uses_input_size=True)
 for _depth in ("resnet18", "resnet34", "resnet50"):
     _register(_depth, getattr(resnet, _depth), uses_stem=True)
 for _depth in ("vgg11", "vgg16", "vgg19"):
-    _register(_depth, lambda _d=_depth, **kw: vgg.VGG(_d, **kw), uses_input_size=True)
-_register("mobilenetv2", mobilenetv2.MobileNetV2)
+    _register(_depth, lambda _d=_depth, **kw: vgg.VGG(_d, **kw), uses_input_size=True, uses_stem=True)
+_register("mobilenetv2", mobilenetv2.MobileNetV2, uses_stem=True)
 
 
 @dataclass
@@ -143,7 +148,13 @@ def _user_model(path: str, num_classes: int, in_channels: int, options: dict[str
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if key in params:
             kw[key] = value
-    net = factory(**kw)
+    try:
+        net = factory(**kw)
+    except TypeError as exc:
+        raise ConfigError(
+            f"user model factory {path!r} cannot be called with {sorted(kw)} ({exc}); "
+            "give it defaults for its other arguments (it may take num_classes and in_channels)"
+        ) from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"user model factory {path!r} returned {type(net).__name__}, not a torch.nn.Module")
     return net
