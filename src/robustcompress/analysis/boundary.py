@@ -80,7 +80,9 @@ def max_distance(norm: Norm, x: torch.Tensor) -> float:
 
 
 # -- directions ------------------------------------------------------------------------------------
-def random_directions(shape: torch.Size | tuple[int, ...], norm: Norm, generator: torch.Generator) -> torch.Tensor:
+def random_directions(
+    shape: torch.Size | tuple[int, ...], norm: Norm, generator: torch.Generator
+) -> torch.Tensor:
     """Unit random directions: random signs for L-inf (a corner of the cube), Gaussian for L2."""
     if norm == "linf":
         return torch.randint(0, 2, tuple(shape), generator=generator).float() * 2 - 1
@@ -288,7 +290,9 @@ def boundary_distances(
         return result
     u = adversarial_directions(model, x, labels, norm, method=direction, eps=eps, steps=steps, seed=seed)
     has_dir = _norms(u, norm) > 0
-    d_adv, f_adv = distance_along(model, x, u, labels, norm, cap, scan=scan, bisect=bisect, batch_size=batch_size)
+    d_adv, f_adv = distance_along(
+        model, x, u, labels, norm, cap, scan=scan, bisect=bisect, batch_size=batch_size
+    )
     f_adv &= has_dir
     d_adv = torch.where(has_dir, d_adv, torch.full_like(d_adv, cap))
     result.dist_adv, result.found_adv = d_adv, f_adv
@@ -409,8 +413,11 @@ def pca_plane(
         classes += np.unique(mp.pred).tolist()
     class_legend(axes[0][-1], classes, list(class_names) if class_names else None, k, loc="upper left",
                  bbox_to_anchor=(1.02, 1.0))  # fmt: skip
-    fig.suptitle("Predicted class on the plane of the first two principal components of the test images\n"
-                 "(darker: more confident; dots: test images in their true class's colour)", fontsize="medium")  # fmt: skip
+    title = (
+        "Predicted class on the plane of the first two principal components of the test images\n"
+        "(darker: more confident; dots: test images in their true class's colour)"
+    )
+    fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig, numbers
 
@@ -460,11 +467,15 @@ def cross_sections(
         labels = predict_proba(model, xs, batch_size).argmax(1)
         u = base_u.to(dev)
         if grad_ok:
-            adv = adversarial_directions(model, xs, labels, norm, method=direction, eps=eps, steps=steps, seed=seed)
+            adv = adversarial_directions(
+                model, xs, labels, norm, method=direction, eps=eps, steps=steps, seed=seed
+            )
             u = torch.where(_expand(_norms(adv, norm) > 0, xs), adv, u)
         v = orthogonal_to(base_v.to(dev), u, norm)
         for row in range(len(x)):
-            pts = (xs[row] + _expand(aa.to(dev), u[:1]) * u[row] + _expand(bb.to(dev), v[:1]) * v[row]).clamp(0, 1)
+            pts = (xs[row] + _expand(aa.to(dev), u[:1]) * u[row] + _expand(bb.to(dev), v[:1]) * v[row]).clamp(
+                0, 1
+            )
             mp = predict_map(model, pts, resolution, batch_size)
             delta = _norms(pts - xs[row], norm).view(resolution, resolution).cpu().numpy()
             ax = axes[row][col]

@@ -170,6 +170,8 @@ def tsne_analysis(
     ])  # fmt: skip
     x, y = data.x[chosen], y_all[chosen]
     x_ref, y_ref = data.x[ref_idx], y_all[ref_idx]
+    for model in models.values():  # refuse unknown layer names before any slow work
+        layer_features(model, x[:1], list(layers) if layers else default_layers(model))
 
     adversarial: dict[str, torch.Tensor | None] = {}
     notes: dict[str, str] = {}
@@ -178,7 +180,9 @@ def tsne_analysis(
         if has_input_gradients(model, x[:1]):
             attack = make_attack("pgd", model, eps, norm=norm, steps=steps, seed=seed)
             with eval_mode(model):
-                adversarial[name] = attack.generate(x.to(model_device(model)), y.to(model_device(model))).cpu()
+                adversarial[name] = attack.generate(
+                    x.to(model_device(model)), y.to(model_device(model))
+                ).cpu()
             donor = donor or name
         else:
             adversarial[name] = None
@@ -238,8 +242,12 @@ def _figure(results: dict[str, ModelEmbedding], cls: int, class_names, eps: floa
             ax.scatter(clean[:, 0], clean[:, 1], s=10, c="tab:blue", marker="o", label="clean")
             if len(adv):
                 ok = ~r.fooled
-                ax.scatter(adv[ok, 0], adv[ok, 1], s=14, c="tab:orange", marker="^", label="adversarial, still right")
-                ax.scatter(adv[~ok, 0], adv[~ok, 1], s=14, c="tab:red", marker="x", label="adversarial, fooled")
+                ax.scatter(
+                    adv[ok, 0], adv[ok, 1], s=14, c="tab:orange", marker="^", label="adversarial, still right"
+                )
+                ax.scatter(
+                    adv[~ok, 0], adv[~ok, 1], s=14, c="tab:red", marker="x", label="adversarial, fooled"
+                )
             other = r.numbers.get(f"{layer}.adv_other_class")
             sub = f"\nadv. nearest other class {other:.2f}" if other is not None else ""
             ax.set_title(f"{name}: {layer}{sub}", fontsize="small")
