@@ -159,10 +159,13 @@ def tsne_analysis(
     if not 0 <= cls < max(num_classes, 1):
         raise ConfigError(f"t-SNE class {cls} is not a class of this dataset (0..{num_classes - 1})")
     idx = (y_all == cls).nonzero().squeeze(1)
-    if len(idx) < 4:
-        raise ConfigError(f"the test split has {len(idx)} images of class {cls}; t-SNE needs at least 4")
+    keep = min(n_reference, len(idx) // 2)  # images of the class left as its own clean references
+    if len(idx) - keep < 4 or keep < 1:
+        raise ConfigError(
+            f"the test split has {len(idx)} images of class {cls}; t-SNE needs 8 or more (raise --limit-test)"
+        )
     gen = torch.Generator().manual_seed(seed)
-    chosen = idx[torch.randperm(len(idx), generator=gen)[:n_images]].sort().values
+    chosen = idx[torch.randperm(len(idx), generator=gen)[: min(n_images, len(idx) - keep)]].sort().values
     rest = torch.ones(len(y_all), dtype=torch.bool)
     rest[chosen] = False
     ref_idx = torch.cat([
