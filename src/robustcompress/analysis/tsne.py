@@ -154,6 +154,8 @@ def tsne_analysis(
     or none. Returns (figure, {model name: {metric: value}}, {model name: note}).
     """
     log = log or (lambda msg: None)
+    for model in models.values():  # refuse unknown layer names before any slow work
+        layer_features(model, data.x[:1], list(layers) if layers else default_layers(model))
     y_all = data.y
     num_classes = int(y_all.max()) + 1 if len(y_all) else 0
     if not 0 <= cls < max(num_classes, 1):
@@ -173,8 +175,6 @@ def tsne_analysis(
     ])  # fmt: skip
     x, y = data.x[chosen], y_all[chosen]
     x_ref, y_ref = data.x[ref_idx], y_all[ref_idx]
-    for model in models.values():  # refuse unknown layer names before any slow work
-        layer_features(model, x[:1], list(layers) if layers else default_layers(model))
 
     adversarial: dict[str, torch.Tensor | None] = {}
     notes: dict[str, str] = {}
