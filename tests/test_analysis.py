@@ -186,14 +186,25 @@ def test_tsne_on_trained_cnn8_gives_per_layer_numbers(trained_cnn8, tmp_path):
     assert numbers["copy"] == m  # same weights, same seed: the same numbers
 
 
-def test_the_analysis_evaluation_is_registered():
-    from robustcompress.evaluation import EVALUATIONS
+def test_the_analysis_evaluation_writes_figures_beside_the_parent(linear, tmp_path):
+    from types import SimpleNamespace
+
+    from robustcompress.evaluation import EVALUATIONS, EvalContext
     from robustcompress.plugins import load_plugins
 
     load_plugins()
+    model, w, b, x = linear
     ev = EVALUATIONS.get("analysis")
-    cfg = ev.config_cls.parse({"tsne": True, "n_images": 4})
-    assert cfg.boundary and cfg.tsne
+    small = {"n_images": 4, "n_random": 2, "n_sections": 1, "scan": 8, "bisect": 4, "direction": "gradient"}
+    cfg = ev.config_cls.parse({**small, "pca_resolution": 8, "section_resolution": 7})
+    assert cfg.boundary and not cfg.tsne
+    data = SimpleNamespace(test=ImageData(x, (x.flatten(1) @ w + b > 0).long()), info=None)
+    ctx = EvalContext(data=data, device=torch.device("cpu"), parent=Linear2(w, b + 0.05), workdir=tmp_path)
+    metrics = ev.run(model, cfg, ctx)
+    assert all(k.startswith("analysis.boundary.") for k in metrics)
+    assert metrics["analysis.boundary.has_gradients"] == 1 and metrics["analysis.boundary.n_images"] == 4
+    pngs = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "analysis").iterdir())
+    assert pngs == ["boundary-pca.png", "boundary-sections.png"]
 
 
 def _checkpoint(trained_cnn8, tmp_path):
