@@ -237,3 +237,20 @@ def test_cli_analyze_json_and_bad_input(trained_cnn8, data_root, tmp_path):
     assert bad.exit_code == 2 and "class 12" in bad.output
     bad = runner.invoke(main, [*args[:-6], "--tsne", "--layers", "net.nope", "--json"])
     assert bad.exit_code == 2 and "net.nope" in bad.output
+
+
+def test_a_model_without_input_gradients_gets_the_prediction_only_figures(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    data = ImageData(torch.rand(60, 1, 8, 8, generator=gen), torch.arange(60) % 3)
+    small = {"n_images": 4, "n_random": 2, "n_sections": 1, "scan": 8, "bisect": 4, "pca_resolution": 8}
+    cfg = AnalysisConfig(
+        tsne=True, tsne_images=10, tsne_reference=3, tsne_iter=250, section_resolution=7, **small
+    )
+    result = analyze({"const": Constant()}, data, cfg, tmp_path)
+    assert set(result.figures) == {"boundary_pca", "boundary_sections", "tsne"}
+    assert (
+        "no adversarial direction" in result.notes["const"] and "clean images only" in result.notes["const"]
+    )
+    m = result.metrics["const"]
+    assert m["analysis.boundary.has_gradients"] == 0 and m["analysis.boundary.pca_changes"] == 0.0
+    assert "analysis.tsne.output.adv_other_class" not in m and "analysis.tsne.input.clean_other_class" in m

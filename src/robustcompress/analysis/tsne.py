@@ -109,6 +109,8 @@ def embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0, max_ite
     n = len(features)
     if n < 4:
         raise ConfigError(f"t-SNE needs at least 4 points; got {n} (raise n_images)")
+    if not np.ptp(features, axis=0).max() > 0:
+        return np.zeros((n, 2))  # every point the same (a layer that ignores its input): nothing to embed
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3)))
     tsne = TSNE(
         n_components=2, perplexity=perplexity, learning_rate="auto", init="pca",
