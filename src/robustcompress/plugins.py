@@ -16,6 +16,7 @@ MODULES = [
     "robustcompress.evaluation.efficiency",
     "robustcompress.evaluation.corruption",
     "robustcompress.evaluation.size",
+    "robustcompress.analysis.evaluation",
 ]
 
 

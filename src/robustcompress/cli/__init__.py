@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "robustcompress.cli.export",
     "robustcompress.cli.attack",
     "robustcompress.cli.importing",
+    "robustcompress.cli.analyze",
 ]
 
 
