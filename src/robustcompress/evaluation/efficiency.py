@@ -41,14 +41,20 @@ from robustcompress.evaluation.registry import (
     MetricSpec,
     register_evaluation,
 )
-from robustcompress.measure import (  # noqa: F401  (count_params, layer_sparsity: this module's API)
-    CONV_LINEAR,
-    count_macs,
-    count_params,
-    effective_tensors,
-    layer_sparsity,
-    sparsity,
-)
+from robustcompress.measure import count_macs, count_params, layer_sparsity, sparsity
+
+__all__ = [  # the counts live in robustcompress.measure; importable from here as before
+    "EfficiencyConfig",
+    "count_macs",
+    "count_params",
+    "deployed",
+    "efficiency_metrics",
+    "layer_sparsity",
+    "measure_latency",
+    "plot_layer_sparsity",
+    "sparsity",
+    "sparsity_table",
+]
 
 Runtime = Literal["eager", "torchscript", "onnxruntime"]
 
