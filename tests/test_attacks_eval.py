@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from robustcompress.capabilities import has_input_gradients
 from robustcompress.cli import main
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation import EVALUATIONS, EvalContext
@@ -21,6 +22,7 @@ from robustcompress.evaluation.adversarial import (
     plot_accuracy_curves,
     robust_accuracy,
 )
+from robustcompress.evaluation.registry import producer
 from robustcompress.training import OBJECTIVES, TrainConfig, fit, make_objective
 from robustcompress.training.robust_objectives import frozen_norm_statistics, max_margin_loss
 from tests.test_attacks import FakeQuantModel, NoisyModel
@@ -60,6 +62,47 @@ def test_registered_evaluation_gives_named_metrics(model_data):
     assert metrics["acc.worst_linf_0.1"] <= metrics["acc.worst_linf_0.0314"]
     assert metrics["adv.n_examples"] == 32
     assert not [k for k in metrics if k.startswith("flag.")]  # a real model raises no masking flag
+    assert {producer(k) for k in metrics} == {"adversarial"}  # every metric declared by the evaluation
+
+
+class NoInputGradients(nn.Module):
+    """A user model that declares it has no input gradients (as a compiled runtime model does)."""
+
+    input_gradients = False
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    @torch.no_grad()
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_a_model_declaring_no_input_gradients_is_attacked_by_transfer_and_square(model_data):
+    model, splits = model_data
+    opaque = NoInputGradients(model)
+    assert has_input_gradients(model) and not has_input_gradients(opaque)
+    assert not has_input_gradients(nn.Sequential(opaque))  # declared by a submodule counts too
+    definition = EVALUATIONS.get("adversarial")
+    cfg = definition.config_cls.parse(
+        {
+            "attacks": ["pgd"],
+            "eps": [0.1],
+            "steps": 5,
+            "n_examples": 32,
+            "attack_params": {"square": {"queries": 5}},
+        }
+    )
+    ctx = EvalContext(data=splits, device=torch.device("cpu"), parent=model)
+    metrics = definition.run(opaque, cfg, ctx)
+    assert "acc.pgd_linf_0.1" not in metrics  # no white-box attack on it
+    assert {"acc.square_linf_0.1", "acc.transfer_linf_0.1"} <= set(metrics)
+    assert "flag.nondifferentiable" in metrics
+    # the parent is the very same network: PGD transferred from it is as strong as PGD on the model
+    x, y = first(splits, 32)
+    assert metrics["acc.worst_linf_0.1"] <= robust_accuracy(model, (x, y), "pgd", 0.1, steps=5)
+    assert metrics["acc.worst_linf_0.1"] < metrics["adv.clean_acc"]
 
 
 def test_config_errors_name_the_key(model_data):

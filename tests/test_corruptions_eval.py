@@ -20,6 +20,7 @@ from robustcompress.data import DataSplits, ImageData
 from robustcompress.errors import ConfigError, DataError
 from robustcompress.evaluation import EVALUATIONS, EvalContext
 from robustcompress.evaluation.corruption import CorruptionEvalConfig, summarize
+from robustcompress.evaluation.registry import producer
 
 BENCHMARK = SUITES.get("cifar-c").names(extras=False)
 
@@ -180,6 +181,8 @@ def test_ce_against_parent_and_baseline_metrics(small, models):
     partial = {k: v for k, v in parent_metrics.items() if k != "err.fog.5"}
     fallback = _run(model, small, _ctx_kw={"baseline_metrics": partial, "parent": parent}, **cfg)
     assert fallback["corruption.baseline"] == "parent"
+    assert {producer(k) for k in with_parent} == {"corruption"}  # every metric declared by the evaluation
+    assert EVALUATIONS.get("corruption").needs == {"parent", "baseline_metrics"}
 
 
 def test_summary_formulas_and_alexnet_baseline():
@@ -215,6 +218,8 @@ def test_summary_formulas_and_alexnet_baseline():
         EVALUATIONS.get("corruption").run(torch.nn.Identity(), cfg, _ctx(None))
     with pytest.raises(ConfigError, match="unknown key"):
         CorruptionEvalConfig.parse({"suit": "cifar-c"})
+    with pytest.raises(ConfigError, match=f"choose one of: {', '.join(SUITES.names())}"):
+        CorruptionEvalConfig.parse({"suite": "imagenet-c"})  # the choices come from the SUITES registry
     with pytest.raises(ConfigError, match="severities"):
         SUITES.get("mnist-c").select(None, [3])
 

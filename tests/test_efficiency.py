@@ -21,6 +21,7 @@ from robustcompress.evaluation.efficiency import (
     sparsity,
     sparsity_table,
 )
+from robustcompress.evaluation.registry import producer
 from robustcompress.models import build_model
 
 
@@ -71,6 +72,7 @@ def test_latency_and_the_efficiency_evaluation(tmp_path):
         assert key in metrics, key
     assert metrics["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert metrics["latency.cpu_threads"] == 1 and metrics["macs.reduction"] == 1.0
+    assert {producer(k) for k in metrics} == {"efficiency"}  # every metric declared by the evaluation
     assert (tmp_path / "layer_sparsity.md").read_text().count("\n") == 2 + len(layer_sparsity(pruned))
     assert (tmp_path / "layer_sparsity.png").stat().st_size > 1000
 

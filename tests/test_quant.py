@@ -6,10 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from robustcompress.capabilities import has_input_gradients, native_onnx, runs_in_torch, stored_tensors
 from robustcompress.checkpoint import load_checkpoint, save_checkpoint
+from robustcompress.compression.clustering import cluster_layer
 from robustcompress.compression.quantization import WeightFakeQuant, fold_batchnorm
 from robustcompress.compression.quantization.int8 import Int8Model
+from robustcompress.compression.storage import WeightStorage, weight_storage
+from robustcompress.errors import ConfigError
 from robustcompress.evaluation import accuracy
+from robustcompress.evaluation.efficiency import efficiency_metrics
+from robustcompress.evaluation.size import paper002_size, plain_weights_bytes
 from tests.test_quant_helpers import layers, run_stage, small_splits, zero_smallest
 
 
@@ -107,6 +113,33 @@ def test_int8_model_round_trips_and_holds_no_fp32_weights(model, data, tmp_path)
     loaded, _ = load_checkpoint(tmp_path / "int8")
     x = data.test.x[:32]
     assert torch.equal(loaded(x), real(x))
+    # what the int8 model declares about itself, and what the size and efficiency evaluations read
+    assert not has_input_gradients(loaded) and not runs_in_torch(loaded)
+    assert plain_weights_bytes(loaded) == native_onnx(loaded) == real.onnx_bytes()
+    nonzero_bytes = sum(int((t != 0).sum()) * t.element_size() for t in stored_tensors(loaded))
+    assert paper002_size(loaded) == (nonzero_bytes, 1.0)
+    metrics = efficiency_metrics(loaded, x[:1], None)
+    assert "params" not in metrics and metrics["latency.cpu_ms.b1"] > 0
+
+
+def test_layers_declare_their_storage_to_the_size_estimate():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(40, 6))
+    layer = net[0]
+    with torch.no_grad():
+        layer.weight[:, :10] = 0  # 60 pruned weights, 180 stored
+    assert weight_storage(layer) == WeightStorage() and not weight_storage(layer).compressed
+    cluster_layer(layer, clusters=5, per_channel=True)
+    assert weight_storage(layer) == WeightStorage(index_bits=3, table_size=6 * 5, groups=6)
+    torch.nn.utils.parametrize.register_parametrization(layer, "weight", WeightFakeQuant(bits=8, groups=6))
+    storage = weight_storage(layer)
+    assert storage == WeightStorage(value_bits=8, index_bits=3, table_size=30, groups=6)
+    assert int((layer.weight != 0).sum()) == 180
+    approx, rate = paper002_size(net)
+    assert approx == (180 * 3 + 30 * 8 + 6 * 32) / 8  # indices + 8-bit codebook + fp32 bias
+    assert rate == pytest.approx((2**3 * 6 * 32 + 3 * 240) / (240 * 32))
+    with pytest.raises(ConfigError, match="already clustered or quantized"):
+        cluster_layer(layer, clusters=4)
 
 
 def test_qat_checkpoint_round_trip(model, data, tmp_path):

@@ -268,3 +268,44 @@ def test_grid_baselines_are_each_shown_and_named(tmp_path):
     ]
     final = comparison_table(results, ["size.bytes"]).rows[2]
     assert final[1].plain() == "625 kB (-75.0%)" and final[1].sign == 1
+
+
+# ---- metric kinds and directions come from the evaluations' MetricSpecs -----------------------
+
+
+def test_directions_and_display_come_from_the_registered_specs():
+    from robustcompress.evaluation.registry import metric_info, producer
+    from robustcompress.report.metrics import better, delta_sign, format_delta, format_value, metric_kind
+
+    # declared by the evaluations (a prefix guess got the first two wrong: "params.*", "latency.*")
+    assert better("params.reduction") == "max" and format_value("params.reduction", 2) == "2.00x"
+    assert better("latency.cpu_threads") is None and format_value("latency.cpu_threads", 4) == "4"
+    assert better("latency.onnxruntime.cpu_ms.b64") == "min" and metric_kind("latency.cpu_ms.b1") == "ms"
+    assert better("acc.apgd-t_linf_0.0314") == "max" and producer("acc.worst_l2_0.5") == "adversarial"
+    assert better("err.fog.3") == "min" and format_delta("err.fog.3", 0.3, 0.2) == "+10.00 pts"
+    assert better("size.bytes_dense") is None and better("size.bytes_compressed") == "min"
+    assert delta_sign("mce", 90.0, 100.0) == 1 and metric_kind("ce.fog") == "score"
+    # metrics no evaluation declares: naming conventions, else nothing is guessed
+    assert metric_info("acc.val").better == "higher" and producer("acc.val") is None
+    assert metric_info("train.epochs") is None and better("train.epochs") is None
+    assert format_value("train.epochs", 3) == "3" and delta_sign("train.epochs", 3, 2) == 0
+
+
+def test_a_new_evaluation_declares_how_the_report_reads_its_metrics():
+    from robustcompress.evaluation import EVALUATIONS, EvalConfig, MetricSpec, register_evaluation
+    from robustcompress.report.metrics import better, delta_sign, format_value
+
+    specs = [MetricSpec("cert.smooth.*.r*", "accuracy", "higher", "fraction", "certified accuracy")]
+    assert better("cert.smooth.linf.r0.5") is None
+    register_evaluation("test-cert", EvalConfig, metrics=specs, needs="parent")(lambda m, c, x: {})
+    try:
+        assert EVALUATIONS.get("test-cert").needs == {"parent"}
+        assert better("cert.smooth.linf.r0.5") == "max"
+        assert format_value("cert.smooth.linf.r0.5", 0.5) == "50.00%"
+        assert delta_sign("cert.smooth.linf.r0.5", 0.4, 0.5) == -1
+    finally:
+        EVALUATIONS._items.pop("test-cert")
+    with pytest.raises(ValueError, match="better must be"):
+        MetricSpec("x", "count", "max")
+    with pytest.raises(ValueError, match="unknown context"):
+        register_evaluation("test-bad", EvalConfig, needs="data")

@@ -46,9 +46,10 @@ def export(
 ):
     """Export CHECKPOINT as an int8 CPU model or an rcz compressed file, and report its size."""
     import robustcompress.compression  # noqa: F401  (registers the structures of compressed models)
+    from robustcompress.capabilities import native_onnx
     from robustcompress.checkpoint import load_checkpoint, save_checkpoint
     from robustcompress.compression.format import save_compressed
-    from robustcompress.compression.quantization.int8 import Int8Model, to_int8
+    from robustcompress.compression.quantization.int8 import to_int8
     from robustcompress.evaluation.size import checkpoint_bytes
     from robustcompress.plugins import load_plugins
 
@@ -58,7 +59,8 @@ def export(
     if fmt == "rcz":
         size = save_compressed(model, out, extra={"parent": str(checkpoint)})
     else:
-        if not isinstance(model, Int8Model):
+        onnx = native_onnx(model)
+        if onnx is None:  # not yet an ONNX Runtime model: convert it
             from robustcompress.checkpoint import carry_metadata
             from robustcompress.compression.structure import add_structure
 
@@ -74,12 +76,12 @@ def export(
             )
             qmodel = carry_metadata(model, to_int8(model, splits.train.x[:calibration_images]))
             add_structure(qmodel, "int8", **qmodel.structure_params())
-            model = qmodel
+            model, onnx = qmodel, qmodel.onnx_bytes()
         save_checkpoint(
             out,
             model,
             {k: v for k, v in meta.items() if k not in ("model", "structure")},
-            extra_files={"model.onnx": model.onnx_bytes()},
+            extra_files={"model.onnx": onnx},
         )
         size = (Path(out) / "model.safetensors").stat().st_size
     result = {

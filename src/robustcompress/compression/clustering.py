@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 
 from robustcompress.compression.finetune import finetune
 from robustcompress.compression.layers import bake_foreign, layer_type, parametrizations_of, weighted_layers
+from robustcompress.compression.storage import WeightStorage, weight_storage
 from robustcompress.compression.structure import add_structure, register_structure
 from robustcompress.errors import ConfigError
 from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
@@ -55,6 +56,11 @@ class ClusteredWeight(nn.Module):
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         return self._init_codebook.to(weight.device, weight.dtype)
+
+    def storage(self) -> WeightStorage:
+        """Stored as one index of cluster_bits(K) bits per weight plus the (groups, K) codebook."""
+        groups, k = self._init_codebook.shape
+        return WeightStorage(index_bits=cluster_bits(k), table_size=groups * k, groups=groups)
 
 
 def is_clustered(module: nn.Module) -> bool:
@@ -143,9 +149,7 @@ def cluster_layer(
     seed: int = 0,
 ) -> ClusteredWeight:
     """Replace `module.weight` by a clustered parametrization with `clusters` centroids per group."""
-    if is_clustered(module) or any(
-        type(p).__name__ == "WeightFakeQuant" for p in parametrizations_of(module)
-    ):
+    if weight_storage(module).compressed:  # clustered or quantized already
         raise ConfigError("layer is already clustered or quantized; cluster before ptq/qat, and only once")
     bake_foreign(module, keep=())
     weight = module.weight.detach()

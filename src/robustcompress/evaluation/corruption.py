@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from robustcompress.corruptions import CHUNK, SUITES, corrupt_quantized, load_frost_images
 from robustcompress.corruptions.dataset import CorruptedFolder
-from robustcompress.evaluation.clean import predict
-from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
+from robustcompress.evaluation.registry import (
+    EvalConfig,
+    EvalContext,
+    Metrics,
+    MetricSpec,
+    register_evaluation,
+)
+from robustcompress.measure import predict
 
 # Mean top-1 error over severities 1-5 of AlexNet on ImageNet-C (Hendrycks and Dietterich 2019),
 # the usual normaliser of ImageNet-C mCE, and AlexNet's clean top-1 error for relative mCE.
@@ -47,7 +53,7 @@ ALEXNET_CLEAN_ERR = 0.4345
 
 
 class CorruptionEvalConfig(EvalConfig):
-    suite: Literal["cifar-c", "mnist-c"] = "cifar-c"
+    suite: str = Field("cifar-c", description="a corruption suite from robustcompress.corruptions.SUITES")
     corruptions: list[str] | None = None  # None: the suite's benchmark corruptions (+ extras, below)
     extras: bool = True  # with corruptions = None, also the extras (reported, never in mCE)
     severities: list[int] | None = None  # None: all of the suite's severities (1..5; MNIST-C has 1)
@@ -58,6 +64,26 @@ class CorruptionEvalConfig(EvalConfig):
     baseline: Literal["auto", "self", "alexnet"] = "auto"
     frost_images: list[str] | None = None  # photos of frost instead of the procedural texture
     heatmap: bool = False  # write corruption_heatmap.png into the evaluation's workdir
+
+    @field_validator("suite")
+    @classmethod
+    def _known_suite(cls, value: str) -> str:
+        if value not in SUITES:
+            raise ValueError(
+                f"unknown corruption suite {value!r}; choose one of: {', '.join(SUITES.names())}"
+            )
+        return value
+
+
+CORRUPTION_METRICS = [
+    MetricSpec("err.*.*", "error", "lower", "fraction", "top-1 error under a corruption at a severity"),
+    MetricSpec("ce.*", "error", "lower", "score", "corruption error, 100 = the baseline"),
+    MetricSpec("mce", "error", "lower", "score", "mean corruption error over the benchmark, 100 = baseline"),
+    MetricSpec("mce.relative", "error", "lower", "score", "mean of (error - clean error), 100 = baseline"),
+    MetricSpec("corruption.err_*", "error", "lower", "fraction", "top-1 error (clean, or mean corrupted)"),
+    MetricSpec("corruption.acc_mean", "accuracy", "higher", "fraction", "mean accuracy over the benchmark"),
+    MetricSpec("corruption.baseline", "label", "none", "", "what CE is relative to"),
+]
 
 
 def _chosen(cfg: CorruptionEvalConfig) -> tuple[list[str], list[int]]:
@@ -181,7 +207,9 @@ def _alexnet(names: list[str], sevs: list[int]) -> dict:
     return base
 
 
-@register_evaluation("corruption", CorruptionEvalConfig)
+@register_evaluation(
+    "corruption", CorruptionEvalConfig, metrics=CORRUPTION_METRICS, needs=("parent", "baseline_metrics")
+)
 def evaluate_corruption(model: nn.Module, cfg: CorruptionEvalConfig, ctx: EvalContext) -> Metrics:
     names, sevs = _chosen(cfg)
     baseline, label = None, "self"

@@ -31,77 +31,30 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import nn
-from torch.nn.utils import parametrize
 
-from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
+from robustcompress.capabilities import runs_in_torch
+from robustcompress.device import model_device
+from robustcompress.evaluation.registry import (
+    EvalConfig,
+    EvalContext,
+    Metrics,
+    MetricSpec,
+    register_evaluation,
+)
+from robustcompress.measure import count_macs, count_params, layer_sparsity, sparsity
 
-CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def effective_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter as the forward pass sees it (masks applied), keyed "module.param"."""
-    out = {}
-    for name, module in model.named_modules():
-        if isinstance(module, parametrize.ParametrizationList) or name.endswith("parametrizations"):
-            continue
-        prefix = f"{name}." if name else ""
-        for pname, p in module.named_parameters(recurse=False):
-            out[prefix + pname] = p.detach()
-        if parametrize.is_parametrized(module):
-            for pname in module.parametrizations:
-                out[prefix + pname] = getattr(module, pname).detach()
-    return out
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters)."""
-    tensors = effective_tensors(model).values()
-    return sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors)
-
-
-def layer_sparsity(model: nn.Module) -> list[dict]:
-    """One row per conv / linear layer: name, type, weights, non-zeros, sparsity (paper 002 Fig. 2)."""
-    rows = []
-    for name, module in model.named_modules():
-        if isinstance(module, CONV_LINEAR):
-            w = module.weight.detach()
-            nonzero = int(torch.count_nonzero(w))
-            kind = type(module).__name__.removeprefix("Parametrized")
-            sparse = 1 - nonzero / max(w.numel(), 1)
-            rows.append(
-                {"layer": name, "type": kind, "weights": w.numel(), "nonzero": nonzero, "sparsity": sparse}
-            )
-    return rows
-
-
-def sparsity(model: nn.Module) -> float:
-    rows = layer_sparsity(model)
-    total = sum(r["weights"] for r in rows)
-    return 1 - sum(r["nonzero"] for r in rows) / max(total, 1)
-
-
-@torch.no_grad()
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
-    """(MACs, MACs with non-zero weights) of one image, from forward hooks on conv and linear layers."""
-    totals = [0, 0]
-
-    def hook(module, inputs, output):
-        w = module.weight
-        per_out = output[0].numel() // output.shape[1]  # output positions per output channel
-        totals[0] += w.numel() * per_out
-        totals[1] += int(torch.count_nonzero(w)) * per_out
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CONV_LINEAR)]
-    was_training = model.training
-    model.eval()
-    try:
-        model(example_input[:1])
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return totals[0], totals[1]
-
+__all__ = [  # the counts live in robustcompress.measure; importable from here as before
+    "EfficiencyConfig",
+    "count_macs",
+    "count_params",
+    "deployed",
+    "efficiency_metrics",
+    "layer_sparsity",
+    "measure_latency",
+    "plot_layer_sparsity",
+    "sparsity",
+    "sparsity_table",
+]
 
 Runtime = Literal["eager", "torchscript", "onnxruntime"]
 
@@ -219,19 +172,20 @@ def efficiency_metrics(model: nn.Module, example_input: torch.Tensor, cfg: Effic
                        parent: nn.Module | None = None) -> Metrics:  # fmt: skip
     """The metrics of the `efficiency` evaluation for `model` on inputs shaped like `example_input`."""
     cfg = cfg or EfficiencyConfig()
-    params, nonzero = count_params(model)
+    in_torch = runs_in_torch(model)  # a compiled model (ONNX Runtime int8) has no parameters to count
     metrics: Metrics = {}
-    if params:  # an opaque compiled model (the ONNX Runtime int8 model) has no parameters to count
+    if in_torch:
+        params, nonzero = count_params(model)
         macs, macs_nonzero = count_macs(model, example_input)
         metrics = {"params": params, "params.nonzero": nonzero, "sparsity": sparsity(model)}
         metrics.update({"macs": macs, "macs.nonzero": macs_nonzero})
-    if parent is not None and params:
-        parent_macs, _ = count_macs(parent, example_input.to(next(parent.parameters()).device))
-        metrics["params.reduction"] = count_params(parent)[0] / max(params, 1)
-        metrics["macs.reduction"] = parent_macs / max(macs, 1)
+        if parent is not None:
+            parent_macs, _ = count_macs(parent, example_input.to(model_device(parent)))
+            metrics["params.reduction"] = count_params(parent)[0] / max(params, 1)
+            metrics["macs.reduction"] = parent_macs / max(macs, 1)
     if cfg.latency:
-        # an opaque compiled model (ONNX Runtime int8) already runs in its runtime
-        for runtime in cfg.runtimes if params else ["eager"]:
+        # a compiled model already runs in its own runtime; only "eager" (calling it) applies
+        for runtime in cfg.runtimes if in_torch else ["eager"]:
             metrics.update(_latencies(model, example_input.shape[1:], cfg, runtime))
         metrics["latency.cpu_threads"] = cfg.threads or torch.get_num_threads()
     return metrics
@@ -254,7 +208,19 @@ def _latencies(
         return {}
 
 
-@register_evaluation("efficiency", EfficiencyConfig)
+EFFICIENCY_METRICS = [
+    MetricSpec("params", "count", "lower", "", "parameter entries"),
+    MetricSpec("params.nonzero", "count", "lower", "", "parameter entries that are not zero"),
+    MetricSpec("sparsity", "sparsity", "higher", "fraction", "share of zeros among conv and linear weights"),
+    MetricSpec("macs", "count", "lower", "", "multiply-accumulates of one image"),
+    MetricSpec("macs.nonzero", "count", "lower", "", "multiply-accumulates with non-zero weights"),
+    MetricSpec("*.reduction", "ratio", "higher", "x", "the parent's count over this model's"),
+    MetricSpec("latency.cpu_threads", "count", "none", "", "torch intra-op threads while timing"),
+    MetricSpec("latency.*cpu_ms.b*", "latency", "lower", "ms", "median CPU forward time of a batch"),
+]
+
+
+@register_evaluation("efficiency", EfficiencyConfig, metrics=EFFICIENCY_METRICS, needs="parent")
 def evaluate_efficiency(model: nn.Module, cfg: EfficiencyConfig, ctx: EvalContext) -> Metrics:
     example = ctx.data.test.x[:1].to(ctx.device)
     model.to(ctx.device)

@@ -21,7 +21,14 @@ from pathlib import Path
 import safetensors.torch
 from torch import nn
 
-from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
+from robustcompress.capabilities import native_onnx, stored_tensors
+from robustcompress.evaluation.registry import (
+    EvalConfig,
+    EvalContext,
+    Metrics,
+    MetricSpec,
+    register_evaluation,
+)
 
 
 class SizeConfig(EvalConfig):
@@ -44,42 +51,34 @@ def dense_model(model: nn.Module, parent: nn.Module | None) -> nn.Module:
 
 
 def plain_weights_bytes(model: nn.Module) -> bytes:
-    """What tfmot gzips: the weights with compression wrappers stripped (int8 models: the ONNX file)."""
-    from robustcompress.compression.quantization.int8 import Int8Model, plain_float_copy
+    """What tfmot gzips: the weights with compression wrappers stripped (an ONNX model: its file)."""
+    from robustcompress.compression.quantization.int8 import plain_float_copy
 
-    if isinstance(model, Int8Model):
-        return model.onnx_bytes()
-    return checkpoint_bytes(plain_float_copy(model))
+    onnx = native_onnx(model)
+    return onnx if onnx is not None else checkpoint_bytes(plain_float_copy(model))
 
 
 def paper002_size(model: nn.Module) -> tuple[float, float]:
-    """(approximate bytes, Eq. 7 rate): non-zeros x precision + codebooks; rate over clustered layers."""
-    from robustcompress.compression.clustering import cluster_bits, clustered_parametrization
-    from robustcompress.compression.layers import parametrizations_of, weighted_layers
-    from robustcompress.compression.quantization.fake import WeightFakeQuant
-    from robustcompress.compression.quantization.int8 import Int8Model
+    """(approximate bytes, Eq. 7 rate): non-zeros x precision + codebooks; rate over clustered layers.
 
-    if isinstance(model, Int8Model):
-        total = 0.0
-        for i in range(len(model.names)):
-            t = getattr(model, f"t{i}")
-            total += int((t != 0).sum()) * t.element_size()
-        return total, 1.0
+    Each layer's storage is what its parametrizations declare (compression.storage); a compiled
+    model that stores its own tensors counts their non-zeros at their stored width.
+    """
+    from robustcompress.compression.layers import weighted_layers
+    from robustcompress.compression.storage import weight_storage
+
+    stored = stored_tensors(model)
+    if stored is not None:
+        return float(sum(int((t != 0).sum()) * t.element_size() for t in stored)), 1.0
     bits_total, eq7_num, eq7_den = 0.0, 0.0, 0.0
     for _, module in weighted_layers(model):
         w = module.weight.detach()
-        nonzero = int((w != 0).sum())
-        clustered = clustered_parametrization(module)
-        quant = next((p for p in parametrizations_of(module) if isinstance(p, WeightFakeQuant)), None)
-        precision = quant.bits if quant is not None else 32
-        if clustered is not None:
-            groups, k = module.parametrizations.weight.original.shape
-            n = cluster_bits(k)
-            bits_total += nonzero * n + groups * k * precision
-            eq7_num += (2**n) * groups * 32 + n * w.numel()
+        storage = weight_storage(module)
+        bits_total += storage.bits(int((w != 0).sum()))
+        if storage.index_bits is not None:
+            n = storage.index_bits
+            eq7_num += (2**n) * storage.groups * 32 + n * w.numel()
             eq7_den += w.numel() * 32
-        else:
-            bits_total += nonzero * precision
     others = sum(
         p.numel() * 32
         for name, p in model.named_parameters()
@@ -89,7 +88,15 @@ def paper002_size(model: nn.Module) -> tuple[float, float]:
     return (bits_total + others) / 8, rate
 
 
-@register_evaluation("size", SizeConfig)
+SIZE_METRICS = [
+    MetricSpec("size.bytes_dense", "size", "none", "bytes", "the uncompressed fp32 checkpoint"),
+    MetricSpec("size.bytes*", "size", "lower", "bytes", "bytes of this model as stored"),
+    MetricSpec("size.ratio*", "ratio", "higher", "x", "compression ratio against the dense fp32 model"),
+    MetricSpec("size.rate_eq7", "ratio", "lower", "", "paper 002's Eq. 7 rate over clustered layers"),
+]
+
+
+@register_evaluation("size", SizeConfig, metrics=SIZE_METRICS, needs="parent")
 def evaluate_size(model: nn.Module, cfg: SizeConfig, ctx: EvalContext) -> Metrics:
     from robustcompress.compression.format import save_compressed
 

@@ -1,41 +1,42 @@
-"""What a metric name means for display: its unit, how to show a change, and which way is better."""
+"""What a metric name means for display: its unit, how to show a change, and which way is better,
+read from the MetricSpecs the evaluations register (robustcompress.evaluation.registry)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from robustcompress.evaluation.registry import metric_info
+from robustcompress.plugins import load_plugins
 from robustcompress.report.pareto import number
+
+load_plugins()  # every built-in evaluation's metric specs
 
 Kind = Literal["fraction", "score", "ratio", "bytes", "count", "ms", "other"]
 
+_BY_UNIT: dict[str, Kind] = {
+    "fraction": "fraction",
+    "score": "score",
+    "x": "ratio",
+    "bytes": "bytes",
+    "ms": "ms",
+}
+
 
 def metric_kind(name: str) -> Kind:
-    """fraction: a share in [0, 1] (accuracy, error, sparsity), shown in % with changes in points;
+    """How to show a metric, from the unit its evaluation declares (evaluation.registry.metric_info):
+    fraction: a share in [0, 1] (accuracy, error, sparsity), shown in % with changes in points;
     score: already in % of the baseline (mCE, CE); ratio: a compression ratio (x);
     bytes / count / ms: amounts, whose changes read best relative to the baseline."""
-    if name.startswith(("acc.", "err.", "corruption.acc", "corruption.err")) or name == "sparsity":
-        return "fraction"
-    if name == "mce" or name.startswith(("mce.", "ce.")):
-        return "score"
-    if name.startswith("size.ratio"):
-        return "ratio"
-    if name.startswith("size.bytes"):
-        return "bytes"
-    if name.startswith("params") or name == "macs":
-        return "count"
-    if name.startswith("latency."):
-        return "ms"
-    return "other"
+    spec = metric_info(name)
+    if spec is None:
+        return "other"
+    return _BY_UNIT.get(spec.unit) or ("count" if spec.kind == "count" else "other")
 
 
 def better(name: str) -> Literal["max", "min"] | None:
-    """The direction in which the metric improves, or None when it has none."""
-    if name.startswith(("acc.", "corruption.acc", "size.ratio")) or name == "sparsity":
-        return "max"
-    kind = metric_kind(name)
-    if kind in ("score", "bytes", "count", "ms") or name.startswith(("err.", "corruption.err")):
-        return "min"
-    return None
+    """The direction in which the metric improves, as its evaluation declares, or None."""
+    spec = metric_info(name)
+    return {"higher": "max", "lower": "min"}.get(spec.better) if spec else None
 
 
 def format_value(name: str, value: Any) -> str:

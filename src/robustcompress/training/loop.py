@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from robustcompress.checkpoint import WEIGHTS, load_weights, read_meta, save_checkpoint, spec_of
 from robustcompress.device import resolve_device
 from robustcompress.errors import CheckpointError
-from robustcompress.evaluation.clean import accuracy
+from robustcompress.measure import accuracy
 from robustcompress.training.augment import augment_batch
 from robustcompress.training.config import TrainConfig
 from robustcompress.training.objectives import make_objective

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from robustcompress.evaluation.efficiency import count_params, sparsity
+from robustcompress.measure import count_params, sparsity
 
 
 def pruning_summary(model: nn.Module, method: str, amount: float) -> str:

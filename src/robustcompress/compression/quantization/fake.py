@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from robustcompress.compression.storage import WeightStorage
+
 Observer = Literal["minmax", "moving_average", "percentile", "mse"]
 
 
@@ -52,6 +54,10 @@ class WeightFakeQuant(nn.Module):
             self.register_buffer("keep", keep.to(torch.uint8))
         else:
             self.keep = None
+
+    def storage(self) -> WeightStorage:
+        """Each weight (or, with a codebook, each codebook value) is stored in `bits` bits."""
+        return WeightStorage(value_bits=self.bits)
 
     def _view(self, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return s.view(-1, *([1] * (w.dim() - 1))) if self.groups > 1 else s.view(*([1] * w.dim()))

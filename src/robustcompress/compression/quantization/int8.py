@@ -49,6 +49,10 @@ class Int8Model(nn.Module):
     `names`). The runtime session is built on first use and rebuilt after a state-dict load.
     """
 
+    # capabilities (robustcompress.capabilities): forward runs in ONNX Runtime, without autograd
+    input_gradients = False
+    runtime = "onnxruntime"
+
     def __init__(self, graph_size: int, tensors: list[tuple[str, str, list[int]]]):
         super().__init__()
         self.register_buffer("graph", torch.zeros(graph_size, dtype=torch.uint8))
@@ -73,6 +77,10 @@ class Int8Model(nn.Module):
             )
         return proto.SerializeToString()
 
+    def stored_tensors(self) -> list[torch.Tensor]:
+        """The initializers as stored: int8 weights, int32 biases, fp32 scales."""
+        return [getattr(self, f"t{i}") for i in range(len(self.names))]
+
     def session(self):
         if self._session is None:
             self._session = ort_session(self.onnx_bytes())
@@ -86,8 +94,7 @@ class Int8Model(nn.Module):
     def weight_bytes(self) -> dict[str, int]:
         """Bytes held per dtype: an int8 model keeps its weights in int8 (fp32 only for scales)."""
         sizes: dict[str, int] = {}
-        for i in range(len(self.names)):
-            t = getattr(self, f"t{i}")
+        for t in self.stored_tensors():
             key = str(t.dtype).removeprefix("torch.")
             sizes[key] = sizes.get(key, 0) + t.numel() * t.element_size()
         return sizes
