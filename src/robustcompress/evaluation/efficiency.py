@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
+from robustcompress.fileio import atomic_path, atomic_write_text
 
 CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -193,11 +194,9 @@ def plot_layer_sparsity(
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -261,9 +260,6 @@ def evaluate_efficiency(model: nn.Module, cfg: EfficiencyConfig, ctx: EvalContex
     metrics = efficiency_metrics(model, example, cfg, ctx.parent)
     if cfg.layer_table and ctx.workdir is not None:
         rows = layer_sparsity(model)
-        Path(ctx.workdir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(ctx.workdir) / ".layer_sparsity.md.tmp"
-        tmp.write_text(sparsity_table(rows) + "\n")
-        tmp.replace(Path(ctx.workdir) / "layer_sparsity.md")
+        atomic_write_text(Path(ctx.workdir) / "layer_sparsity.md", sparsity_table(rows) + "\n")
         plot_layer_sparsity({"sparsity": rows}, Path(ctx.workdir) / "layer_sparsity.png")
     return metrics
