@@ -16,16 +16,25 @@ from robustcompress.evaluation.clean import predict
 
 N = 64  # test images per check: small, so the whole file stays fast on 2 cores
 
-FAST = {
-    "fgsm": {},
+# Every registered attack is run by the contract test below; these are only smaller budgets than the
+# defaults (so the file stays fast), and what an attack cannot run without. A new attack is tested
+# as soon as it is registered; give it an entry here only if its defaults are slow.
+SMALL = {
     "pgd": {"steps": 5},
     "apgd-ce": {"steps": 5},
     "apgd-dlr": {"steps": 5},
     "apgd-t": {"steps": 4, "targets": 2},
     "square": {"queries": 30},
-    "cw": {"steps": 4, "search_steps": 2, "norm": "l2"},
-    "deepfool": {"steps": 2, "candidates": 4},
+    "cw": {"steps": 10, "search_steps": 2, "lr": 0.1},
+    "deepfool": {"steps": 6, "candidates": 4},
+    "transfer": {"attack_params": {"steps": 3}},
 }
+NORM = {"cw": "l2"}  # attacks tested under the L2 norm (their own); the others under L-inf
+NEEDS = {"transfer": lambda model: {"surrogate": copy.deepcopy(model)}}
+
+
+def _params(name: str, model: nn.Module) -> dict:
+    return {**SMALL.get(name, {}), **(NEEDS[name](model) if name in NEEDS else {})}
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +68,17 @@ def clean_acc(model, x, y) -> float:
     return (predict(model, x) == y).float().mean().item()
 
 
-@pytest.mark.parametrize("name", sorted(FAST))
+def test_overrides_name_registered_attacks():
+    assert set(SMALL) | set(NORM) | set(NEEDS) <= set(ATTACKS), "an override names no registered attack"
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
 def test_every_attack_stays_in_ball_box_and_eps0_is_clean(model_data, name):
     model, x, y = model_data
     x, y = x[:16], y[:16]
-    norm = FAST[name].get("norm", "linf")
+    norm = NORM.get(name, "linf")
     eps = 0.1 if norm == "linf" else 1.0
-    params = {k: v for k, v in FAST[name].items() if k != "norm"}
+    params = _params(name, model)
     atk = make_attack(name, model, eps, norm=norm, **params)
     x_adv, pred = atk.perturb(x, y)
     delta = (x_adv - x).flatten(1)
@@ -73,6 +86,14 @@ def test_every_attack_stays_in_ball_box_and_eps0_is_clean(model_data, name):
     assert (size <= eps + 1e-5).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert torch.equal(pred, predict(model, x_adv))
+    # an example the model already gets wrong is returned untouched; one it gets right under attack
+    # it also got right clean; and the attack fools the model on some example
+    clean = predict(model, x) == y
+    assert torch.equal(x_adv[~clean], x[~clean])
+    assert not ((pred == y) & ~clean).any()
+    assert (pred == y).sum() < clean.sum(), f"{name} fooled the model on no example at eps {eps}"
+    again = make_attack(name, model, eps, norm=norm, **params)(x, y)
+    assert torch.equal(x_adv, again), "same seed, same result"
     # eps 0: the attack machinery changes nothing, robust accuracy is clean accuracy
     assert robust_accuracy(model, (x, y), name, 0.0, norm=norm, **params) == pytest.approx(
         clean_acc(model, x, y)
@@ -106,9 +127,12 @@ def test_attacks_are_seeded_and_deterministic(model_data):
 
 def test_restarts_keep_the_per_example_worst_case(model_data):
     model, x, y = model_data
-    one = robust_accuracy(model, (x, y), "pgd", 0.03, steps=2, restarts=1)
-    three = robust_accuracy(model, (x, y), "pgd", 0.03, steps=2, restarts=3)
-    assert three <= one
+    x1, one = make_attack("pgd", model, 0.03, steps=2, restarts=1, seed=1).perturb(x, y)
+    x3, three = make_attack("pgd", model, 0.03, steps=2, restarts=3, seed=1).perturb(x, y)
+    # the first of three restarts is the single run (same seed): what it fooled is kept as it was
+    fooled = one != y
+    assert fooled.any() and torch.equal(x3[fooled], x1[fooled]) and torch.equal(three[fooled], one[fooled])
+    assert (three != y).sum() >= fooled.sum()
 
 
 def test_targeted_pgd_reaches_its_targets(model_data):

@@ -62,7 +62,7 @@ def test_jpeg_codec_choice_and_tables(cifar_u8):
     assert max(quant_table(1, chroma=False)) == 255  # baseline tables clamp to 8 bits
 
 
-@pytest.mark.parametrize("suite", ["cifar-c", "mnist-c"])
+@pytest.mark.parametrize("suite", SUITES.names())
 def test_empty_batches_stay_empty(suite):
     s = SUITES.get(suite)
     for channels in (1, 3):

@@ -62,7 +62,10 @@ def test_fashion_mnist_limits_split_and_info(fmnist, data_root):
     for part in (s.train, s.val, s.test):
         assert part.x.dtype == torch.float32 and part.y.dtype == torch.int64
         assert part.x.shape[1:] == (1, 28, 28)
-        assert float(part.x.min()) >= 0.0 and float(part.x.max()) <= 1.0
+        # pixels are the uint8 grey levels / 255: whole levels, black and white both present
+        grey = part.x * 255
+        assert torch.allclose(grey, grey.round(), atol=1e-4)
+        assert (float(part.x.min()), float(part.x.max())) == (0.0, 1.0)
     assert torch.bincount(s.val.y).tolist() == [10] * 10
     assert torch.bincount(s.test.y).tolist() == [50] * 10
     assert torch.bincount(s.train.y).tolist() == [100] * 10

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
-from robustcompress.checkpoint import save_checkpoint
+from robustcompress.checkpoint import load_checkpoint, save_checkpoint
 from robustcompress.compression.format import load_compressed, save_compressed
 from robustcompress.compression.format.codec import decode_array, encode_array, huffman_decode, huffman_encode
 from robustcompress.compression.presets import PAPER000, PRESETS, preset_stages
 from robustcompress.errors import CheckpointError
+from robustcompress.evaluation.clean import predict
 from robustcompress.evaluation.registry import EvalContext
 from robustcompress.evaluation.size import SizeConfig, checkpoint_bytes, evaluate_size
 from robustcompress.experiments.stages import STAGES
@@ -100,7 +102,11 @@ def test_size_evaluation_reports_real_ratios(trained_cnn8, pcq, data):
     )
     assert metrics["size.ratio"] > 15 and metrics["size.ratio_gzip"] > 1
     assert metrics["size.bytes_paper002"] < metrics["size.bytes_dense"] / 4
-    assert 0 < metrics["size.rate_eq7"] < 1
+    # paper 002 Eq. 7 with 16 clusters (n = 4 bits) of one codebook per layer, over every layer:
+    # (2^n codebook entries x 32 bits + n bits per weight) / 32 bits per weight
+    sizes = [m.weight.numel() for m in pcq.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    expected = (len(sizes) * 2**4 * 32 + 4 * sum(sizes)) / (32 * sum(sizes))
+    assert metrics["size.rate_eq7"] == pytest.approx(expected)
     dense_metrics = evaluate_size(model, SizeConfig(), ctx)
     assert dense_metrics["size.ratio"] < 1.2 and dense_metrics["size.rate_eq7"] == 1.0
 
@@ -131,7 +137,11 @@ def test_export_cli_writes_rcz_and_int8(trained_cnn8, data_root, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "q" / "model.onnx").stat().st_size > 0
+    int8, _ = load_checkpoint(tmp_path / "q")
+    assert int8.onnx_bytes() == (tmp_path / "q" / "model.onnx").read_bytes()
+    x = trained_cnn8[1].test.x[:200]
+    agree = (predict(int8, x) == predict(trained_cnn8[0], x)).float().mean().item()
+    assert agree > 0.9, f"the int8 export agrees with the float model on only {agree:.0%} of the images"
     res = runner.invoke(
         main, ["export", str(tmp_path / "nope"), "--format", "rcz", "--out", str(tmp_path / "x")]
     )

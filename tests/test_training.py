@@ -26,7 +26,9 @@ def test_training_learns_fashion_mnist(fmnist):
     after = accuracy(model, fmnist.test)
     assert before < 0.3 and after > 0.65
     assert [row["epoch"] for row in result.history] == [1, 2]
-    assert result.history[-1]["images_per_s"] > 0
+    # throughput is consistent with the run's wall time: training 1000 images an epoch fills most of it
+    train_seconds = sum(len(fmnist.train) / row["images_per_s"] for row in result.history)
+    assert 0.5 * result.seconds < train_seconds <= result.seconds
 
 
 def test_same_seed_same_weights_on_cpu(fmnist):

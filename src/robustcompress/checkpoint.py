@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from torch import nn
 
 from robustcompress import __version__
 from robustcompress.errors import CheckpointError
+from robustcompress.fileio import atomic_dir, atomic_write_json
 from robustcompress.models.zoo import SPEC_ATTR as _SPEC_ATTR
 from robustcompress.models.zoo import STRUCTURE_ATTR as _STRUCTURE_ATTR
 from robustcompress.models.zoo import ModelSpec
@@ -89,17 +87,12 @@ def save_checkpoint(
         "structure": structure_of(model),
         **(meta or {}),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         safetensors.torch.save_file(_dedupe(state), str(tmp / WEIGHTS))
         (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=_json_default))
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
-        _swap_in(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -107,10 +100,7 @@ def update_meta(path: str | Path, **entries: Any) -> dict[str, Any]:
     """Add or replace top-level entries of a checkpoint's meta.json (atomic rewrite)."""
     directory = _checkpoint_dir(path)
     meta = {**read_meta(directory), **entries}
-    fd, tmp = tempfile.mkstemp(prefix=f".{META}.", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(meta, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp, directory / META)
+    atomic_write_json(directory / META, meta, default=_json_default)
     return meta
 
 
@@ -227,17 +217,6 @@ def _dedupe(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[k] = v.clone() if key in seen else v
         seen.add(key)
     return out
-
-
-def _swap_in(tmp: Path, directory: Path) -> None:
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
 
 
 def _json_default(obj: Any) -> Any:

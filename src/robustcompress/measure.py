@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robustcompress.attacks.base import eval_mode
+from robustcompress.modes import eval_mode
 from robustcompress.device import model_device
 
 CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

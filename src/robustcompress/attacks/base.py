@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -21,6 +19,7 @@ from torch import nn
 from robustcompress.attacks.estimators import GradientEstimator, make_estimator
 from robustcompress.device import channels_last, model_device, to_channels_last
 from robustcompress.errors import ConfigError
+from robustcompress.modes import eval_mode
 from robustcompress.registry import Registry
 
 Norm = Literal["linf", "l2"]
@@ -61,17 +60,6 @@ def attack_parameters(cls: type[Attack]) -> set[str]:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "model", "eps"):
                 names.add(p.name)
     return names
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put the model in eval mode and restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def flat_norm(t: torch.Tensor, norm: Norm) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 
 from robustcompress.attacks.estimators import GradientEstimator, make_estimator
 from robustcompress.device import model_device
+from robustcompress.modes import eval_mode
 
 ZERO_GRAD_THRESHOLD = 0.1  # fraction of examples
 LARGE_EPS_THRESHOLD = 0.05  # accuracy
@@ -104,10 +105,8 @@ def zero_gradient_fraction(
         return 0.0
     estimator = make_estimator(estimator)
     device = model_device(model)
-    was_training = model.training
-    model.eval()
     zeros = 0
-    try:
+    with eval_mode(model):
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device).requires_grad_(True)
             yb = y[i : i + batch_size].to(device)
@@ -118,6 +117,4 @@ def zero_gradient_fraction(
                 zeros += len(xb)
             else:
                 zeros += int((g.flatten(1).abs().amax(1) == 0).sum())
-    finally:
-        model.train(was_training)
     return zeros / len(x)

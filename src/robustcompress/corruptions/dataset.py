@@ -11,7 +11,6 @@ and test_labels.npy, one severity per corruption.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,24 +21,14 @@ import torch
 from robustcompress import __version__
 from robustcompress.corruptions.suites import CHUNK, SUITES, corrupt_quantized
 from robustcompress.errors import DataError
+from robustcompress.fileio import atomic_write, atomic_write_json
 
 MANIFEST = "manifest.json"
 
 
-def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
-    """Float (N, C, H, W) in [0, 1] from uint8 data -> the uint8 (N, H, W, C) array it came from."""
-    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def _jsonable(v):
@@ -111,9 +100,7 @@ def write_corrupted(
         "parameters": params,
         "robustcompress_version": __version__,
     }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_json(out / MANIFEST, manifest, indent=1, sort_keys=False)
     return out
 
 

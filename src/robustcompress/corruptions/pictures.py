@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 
 from robustcompress.corruptions._ops import quantize_uint8
 from robustcompress.corruptions.suites import SUITES, chunk_generator
+from robustcompress.fileio import atomic_path
 
 
 def _pyplot():
@@ -23,10 +23,8 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from robustcompress.data.checksums import OfficialFile
 from robustcompress.data.root import missing_files_error
 from robustcompress.errors import DataError
+from robustcompress.fileio import atomic_write
 
 MIRROR_ENV_VAR = "ROBUSTCOMPRESS_MIRROR"
 
@@ -45,23 +46,17 @@ def download_file(urls: Sequence[str], dest: Path, expected: OfficialFile, timeo
     failures = []
     for url in urls:
         print(f"downloading {url} -> {dest}", file=sys.stderr)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp = Path(tmp_name)
         try:
             md5 = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with atomic_write(dest, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     md5.update(chunk)
                     out.write(chunk)
-            if md5.hexdigest() != expected.md5:
-                failures.append(f"{url}: md5 {md5.hexdigest()}, expected the official {expected.md5}")
-                continue
-            os.replace(tmp, dest)
+                if md5.hexdigest() != expected.md5:  # raised inside the block: dest is not written
+                    raise ValueError(f"md5 {md5.hexdigest()}, expected the official {expected.md5}")
             return dest
         except (urllib.error.URLError, OSError, ValueError) as exc:
             failures.append(f"{url}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
     raise DataError(
         f"could not download {dest.name}: " + "; ".join(failures) + f". Copy the official file into "
         f"{dest.parent} yourself, or set ${MIRROR_ENV_VAR} to a mirror holding <dataset>/{dest.name}."

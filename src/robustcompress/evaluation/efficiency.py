@@ -41,6 +41,7 @@ from robustcompress.evaluation.registry import (
     MetricSpec,
     register_evaluation,
 )
+from robustcompress.fileio import atomic_path, atomic_write_text
 from robustcompress.measure import count_macs, count_params, layer_sparsity, sparsity
 
 __all__ = [  # the counts live in robustcompress.measure; importable from here as before
@@ -146,11 +147,9 @@ def plot_layer_sparsity(
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -227,9 +226,6 @@ def evaluate_efficiency(model: nn.Module, cfg: EfficiencyConfig, ctx: EvalContex
     metrics = efficiency_metrics(model, example, cfg, ctx.parent)
     if cfg.layer_table and ctx.workdir is not None:
         rows = layer_sparsity(model)
-        Path(ctx.workdir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(ctx.workdir) / ".layer_sparsity.md.tmp"
-        tmp.write_text(sparsity_table(rows) + "\n")
-        tmp.replace(Path(ctx.workdir) / "layer_sparsity.md")
+        atomic_write_text(Path(ctx.workdir) / "layer_sparsity.md", sparsity_table(rows) + "\n")
         plot_layer_sparsity({"sparsity": rows}, Path(ctx.workdir) / "layer_sparsity.png")
     return metrics

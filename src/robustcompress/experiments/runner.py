@@ -9,10 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from robustcompress.evaluation.registry import EVALUATIONS, EvalContext
 from robustcompress.experiments.config import ExperimentConfig, expand_grid
 from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
+from robustcompress.fileio import atomic_write_json
 from robustcompress.models import ModelSpec
 from robustcompress.training.loop import fit, training_summary
 
@@ -188,11 +187,7 @@ def _cached(folder: Path, make: Callable[[], nn.Module], meta: dict[str, Any], l
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, default=str)
 
 
 def _safe(name: str) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from robustcompress.experiments.store import results_path
+from robustcompress.fileio import atomic_write_text
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, pareto_front
 from robustcompress.report.plots import make_plots
 from robustcompress.report.results import Results, load_results
@@ -59,16 +58,7 @@ def write_report(
     results = load_results(output_folder)
     target = Path(path) if path is not None else results_path(output_folder).parent / REPORT_NAME
     text = render_report(results, columns=columns, objectives=objectives, log=log)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, text)
 
 
 def render_report(

@@ -10,8 +10,6 @@ codes x scale), clustered weights as codebook + index map, int8 models as their 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from robustcompress.compression.format.codec import decode_array, encode_array
 from robustcompress.compression.layers import parametrizations_of
 from robustcompress.compression.quantization.fake import WeightFakeQuant
 from robustcompress.errors import CheckpointError
+from robustcompress.fileio import atomic_write
 
 MAGIC = b"RCZ1"
 
@@ -108,17 +107,10 @@ def save_compressed(model: nn.Module, path: str | Path, extra: dict | None = Non
         "extra": extra or {},
     }
     head = zstandard.ZstdCompressor(level=19).compress(json.dumps(header, separators=(",", ":")).encode())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + len(head).to_bytes(4, "little") + head)
-            for p in payloads:
-                f.write(p)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(MAGIC + len(head).to_bytes(4, "little") + head)
+        for p in payloads:
+            f.write(p)
     return path.stat().st_size
 
 

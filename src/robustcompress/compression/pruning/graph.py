@@ -29,6 +29,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from robustcompress.errors import UnsupportedModelError
+from robustcompress.modes import eval_mode
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -126,18 +127,14 @@ class DependencyGraph:
     def build(cls, model: nn.Module, example_input: torch.Tensor) -> DependencyGraph:
         graph = cls(model)
         gm = _trace(model)
-        was_training = model.training
-        model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(model):
                 _MetaShapeProp(gm).propagate(example_input.to("meta"))
         except Exception as exc:  # noqa: BLE001 - any failure here is the model's, named in the message
             raise UnsupportedModelError(
                 f"running {type(model).__name__} on an example input of shape {tuple(example_input.shape)} "
                 f"failed while building the channel graph: {exc}"
             ) from exc
-        finally:
-            model.train(was_training)
         ids: dict[fx.Node, list[int] | None] = {}
         for node in gm.graph.nodes:
             ids[node] = graph._visit(gm, node, ids)

@@ -29,6 +29,7 @@ from robustcompress.compression.quantization.fake import (
 from robustcompress.compression.structure import add_structure, register_structure
 from robustcompress.errors import ConfigError
 from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
+from robustcompress.modes import eval_mode
 
 
 class PTQConfig(StageConfig):
@@ -111,16 +112,14 @@ def calibrate(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int, 
     quants = [m for m in model.modules() if isinstance(m, ActFakeQuant)]
     for q in quants:
         q.start_calibration()
-    was_training = model.training
-    model.eval()
-    for i in range(batches):
-        chunk = x[i * batch_size : (i + 1) * batch_size]
-        if len(chunk) == 0:
-            break
-        model(chunk.to(device))
+    with eval_mode(model):
+        for i in range(batches):
+            chunk = x[i * batch_size : (i + 1) * batch_size]
+            if len(chunk) == 0:
+                break
+            model(chunk.to(device))
     for q in quants:
         q.finish_calibration()
-    model.train(was_training)
 
 
 def _prepare(model: nn.Module, cfg: PTQConfig, ctx: StageContext, lsq: bool) -> nn.Module:

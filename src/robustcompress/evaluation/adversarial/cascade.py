@@ -14,7 +14,7 @@ from torch import nn
 
 from robustcompress.attacks import ATTACKS, make_attack, make_estimator
 from robustcompress.attacks import sanity as checks
-from robustcompress.attacks.base import eval_mode
+from robustcompress.modes import eval_mode
 from robustcompress.attacks.estimators import GradientEstimator
 from robustcompress.device import model_device
 from robustcompress.errors import ConfigError

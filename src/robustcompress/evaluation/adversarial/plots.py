@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from robustcompress.fileio import atomic_path
+
 
 def plot_accuracy_curves(
     curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str = "", norm: str = "linf"
@@ -29,8 +31,7 @@ def plot_accuracy_curves(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
     return path
