@@ -31,9 +31,9 @@ from robustcompress.compression.presets import PAPER000, preset_stages
 from robustcompress.data import load_dataset
 from robustcompress.evaluation import accuracy
 from robustcompress.evaluation.size import checkpoint_bytes
-from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.models import ModelSpec
 from robustcompress.plugins import load_plugins
+from robustcompress.stages import STAGES, StageContext
 from robustcompress.training import TrainConfig, fit
 
 

@@ -17,7 +17,7 @@ from robustcompress.errors import CheckpointError
 from robustcompress.evaluation.clean import predict
 from robustcompress.evaluation.registry import EvalContext
 from robustcompress.evaluation.size import SizeConfig, checkpoint_bytes, evaluate_size
-from robustcompress.experiments.stages import STAGES
+from robustcompress.stages import STAGES
 from tests.test_quant_helpers import run_stage, small_splits, zero_smallest
 
 

@@ -24,8 +24,8 @@ from robustcompress.compression.pruning import (
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation import accuracy
 from robustcompress.evaluation.efficiency import count_params, sparsity
-from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.models import ModelSpec, build_model
+from robustcompress.stages import STAGES, StageContext
 from robustcompress.training import TrainConfig, fit
 
 

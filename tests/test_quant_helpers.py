@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import robustcompress.compression  # noqa: F401  (registers stages and structures)
-from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.plugins import load_plugins
+from robustcompress.stages import STAGES, StageContext
 from robustcompress.training import TrainConfig
 
 load_plugins()  # the pruning area's `prune` stage, for presets

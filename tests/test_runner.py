@@ -97,8 +97,8 @@ SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
 def test_shipped_configs_validate_with_every_recipe_and_evaluation(path):
     from robustcompress.experiments.config import expand_presets, parse_typed
-    from robustcompress.experiments.stages import STAGES
     from robustcompress.plugins import load_plugins
+    from robustcompress.stages import STAGES
     from robustcompress.training.finetune import FinetuneConfig, finetune_config
 
     load_plugins()

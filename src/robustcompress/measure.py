@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robustcompress.modes import eval_mode
 from robustcompress.device import model_device
+from robustcompress.modes import eval_mode
 
 CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

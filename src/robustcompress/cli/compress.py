@@ -140,8 +140,8 @@ def compress(
     from robustcompress.device import resolve_device
     from robustcompress.evaluation import accuracy
     from robustcompress.experiments.config import expand_presets, parse_typed
-    from robustcompress.experiments.stages import STAGES, StageContext
     from robustcompress.plugins import load_plugins
+    from robustcompress.stages import STAGES, StageContext
     from robustcompress.training import TrainConfig
 
     load_plugins()

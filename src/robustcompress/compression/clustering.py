@@ -27,7 +27,7 @@ from robustcompress.compression.layers import bake_foreign, layer_type, parametr
 from robustcompress.compression.storage import WeightStorage, weight_storage
 from robustcompress.compression.structure import add_structure, register_structure
 from robustcompress.errors import ConfigError
-from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
+from robustcompress.stages import StageConfig, StageContext, register_stage
 
 Init = Literal["linear", "density", "kmeans++", "random"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from robustcompress.experiments.stages import StageContext
+from robustcompress.stages import StageContext
 
 
 def finetune(

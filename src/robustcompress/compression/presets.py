@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from robustcompress.errors import ConfigError
+
 EPOCHS = 30
 PATIENCE = 5
 LR = 1e-4  # fine-tuning learning rate for Adam (the paper gives none)
@@ -91,8 +93,6 @@ def preset_stages(
     `amount` changes the pruning fraction, `clusters` the number of clusters, `bits` the QAT/PTQ
     bit width. Used by benchmarks and the demo to fit paper 000's recipes into a CPU budget.
     """
-    from robustcompress.errors import ConfigError
-
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
     stages = copy.deepcopy(PRESETS[name])
@@ -109,3 +109,25 @@ def preset_stages(
         if bits is not None and kind in ("qat", "ptq"):
             stage["bits"] = bits
     return stages
+
+
+PRESET_OVERRIDES = ("epochs", "amount", "clusters", "bits")
+
+
+def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace `{type = "preset", name = "pcqat-int8"}` entries by the preset's stages.
+
+    The entry may also set `epochs` (every training budget), `amount`, `clusters` or `bits`.
+    """
+    out: list[dict[str, Any]] = []
+    for entry in stages:
+        if entry.get("type") != "preset":
+            out.append(entry)
+            continue
+        unknown = sorted(set(entry) - {"type", "name", *PRESET_OVERRIDES})
+        if unknown:
+            allowed = ", ".join(["name", *PRESET_OVERRIDES])
+            raise ConfigError(f"preset entry has unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+        overrides = {k: entry[k] for k in PRESET_OVERRIDES if k in entry}
+        out.extend(preset_stages(entry.get("name"), **overrides))
+    return out

@@ -1,5 +1,5 @@
 """Experiments: config schema, stages, runner, artifact cache and results store."""
 
-from robustcompress.experiments.stages import STAGES, StageConfig, StageContext, register_stage
+from robustcompress.stages import STAGES, StageConfig, StageContext, register_stage
 
 __all__ = ["STAGES", "StageConfig", "StageContext", "register_stage"]

@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import Field
 
+from robustcompress.compression.presets import expand_presets
 from robustcompress.config_base import StrictConfig
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation.registry import EVALUATIONS
-from robustcompress.experiments.stages import STAGES
+from robustcompress.stages import STAGES
 from robustcompress.training.config import TrainConfig
 
 
@@ -67,30 +68,6 @@ class ExperimentConfig(StrictConfig):
         return [
             parse_typed(entry, EVALUATIONS, f"evaluations[{i}]") for i, entry in enumerate(self.evaluations)
         ]
-
-
-PRESET_OVERRIDES = ("epochs", "amount", "clusters", "bits")
-
-
-def expand_presets(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace `{type = "preset", name = "pcqat-int8"}` entries by the preset's stages.
-
-    The entry may also set `epochs` (every training budget), `amount`, `clusters` or `bits`.
-    """
-    out: list[dict[str, Any]] = []
-    for entry in stages:
-        if entry.get("type") != "preset":
-            out.append(entry)
-            continue
-        from robustcompress.compression import presets  # late: compression registers stages on import
-
-        unknown = sorted(set(entry) - {"type", "name", *PRESET_OVERRIDES})
-        if unknown:
-            allowed = ", ".join(["name", *PRESET_OVERRIDES])
-            raise ConfigError(f"preset entry has unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
-        overrides = {k: entry[k] for k in PRESET_OVERRIDES if k in entry}
-        out.extend(presets.preset_stages(entry.get("name"), **overrides))
-    return out
 
 
 def parse_typed(entry: dict[str, Any], registry, where: str) -> tuple[str, Any]:

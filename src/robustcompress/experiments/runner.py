@@ -23,10 +23,10 @@ from robustcompress.data import load_dataset
 from robustcompress.device import resolve_device
 from robustcompress.evaluation.registry import EVALUATIONS, EvalContext
 from robustcompress.experiments.config import ExperimentConfig, expand_grid
-from robustcompress.experiments.stages import STAGES, StageContext
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
 from robustcompress.fileio import atomic_write_json
 from robustcompress.models import ModelSpec
+from robustcompress.stages import STAGES, StageContext
 from robustcompress.training.loop import fit, training_summary
 
 

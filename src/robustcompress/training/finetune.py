@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 from torch import nn
 
-from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
+from robustcompress.stages import StageConfig, StageContext, register_stage
 from robustcompress.training.config import TrainConfig
 from robustcompress.training.loop import fit
 

@@ -13,7 +13,7 @@ from robustcompress.compression.pruning.structured import harden, prune_channels
 from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.compression.pruning.unstructured import prunable_layers, prune_unstructured
 from robustcompress.errors import ConfigError
-from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
+from robustcompress.stages import StageConfig, StageContext, register_stage
 
 
 class PruneConfig(StageConfig):

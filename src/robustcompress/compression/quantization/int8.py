@@ -29,7 +29,7 @@ from robustcompress.compression.layers import bake_parametrizations, parametriza
 from robustcompress.compression.quantization.fake import ActFakeQuant
 from robustcompress.compression.structure import add_structure, carry_metadata, register_structure
 from robustcompress.errors import ConfigError, UnsupportedModelError
-from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
+from robustcompress.stages import StageConfig, StageContext, register_stage
 
 _DTYPES = {
     "int8": torch.int8,

@@ -28,8 +28,8 @@ from robustcompress.compression.quantization.fake import (
 )
 from robustcompress.compression.structure import add_structure, register_structure
 from robustcompress.errors import ConfigError
-from robustcompress.experiments.stages import StageConfig, StageContext, register_stage
 from robustcompress.modes import eval_mode
+from robustcompress.stages import StageConfig, StageContext, register_stage
 
 
 class PTQConfig(StageConfig):

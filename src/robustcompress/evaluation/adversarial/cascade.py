@@ -14,7 +14,6 @@ from torch import nn
 
 from robustcompress.attacks import ATTACKS, make_attack, make_estimator
 from robustcompress.attacks import sanity as checks
-from robustcompress.modes import eval_mode
 from robustcompress.attacks.estimators import GradientEstimator
 from robustcompress.device import model_device
 from robustcompress.errors import ConfigError
@@ -22,6 +21,7 @@ from robustcompress.evaluation.adversarial.results import RobustnessReport, form
 from robustcompress.evaluation.adversarial.sanity import sanity_flags
 from robustcompress.evaluation.adversarial.suites import attack_correct, build_attack_params, expand_suite
 from robustcompress.measure import predict
+from robustcompress.modes import eval_mode
 
 
 def evaluate_robustness(

@@ -1,17 +1,26 @@
-"""Stages: named model transforms (prune, cluster, ptq, qat, finetune ...) with a config each."""
+"""The stage protocol: named model transforms (prune, cluster, ptq, qat, finetune ...), a config each.
+
+It sits on the lowest floor so that compression, training and experiments all import it and none
+of them imports another to find it. A stage is `fn(model, cfg, ctx) -> model` registered with
+`@register_stage(name, ConfigCls)`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from robustcompress.config_base import StrictConfig
 from robustcompress.registry import Registry
+
+if TYPE_CHECKING:
+    from robustcompress.data import DataSplits
+    from robustcompress.training.config import TrainConfig
 
 
 class StageConfig(StrictConfig):
@@ -20,10 +29,10 @@ class StageConfig(StrictConfig):
 
 @dataclass
 class StageContext:
-    data: Any  # robustcompress.data.DataSplits
+    data: DataSplits
     device: torch.device
     seed: int = 0
-    train: Any = None  # robustcompress.training.TrainConfig: the experiment's, a default for fine-tuning
+    train: TrainConfig | None = None  # the experiment's training config, a default for fine-tuning
     workdir: Path | None = None
     parent: nn.Module | None = None  # the uncompressed baseline
     log: Callable[[str], None] = field(default=lambda msg: None)
