@@ -16,6 +16,9 @@ MODULES = [
     "robustcompress.evaluation.efficiency",
     "robustcompress.evaluation.corruption",
     "robustcompress.evaluation.size",
+    "robustcompress.compression.csam",
+    "robustcompress.compression.cram",
+    "robustcompress.compression.pruning.hydra",
 ]
 
 
