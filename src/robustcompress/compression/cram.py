@@ -102,7 +102,9 @@ class CramConfig(StageConfig):
     exclude: list[str] = Field(default_factory=list)
     epochs: int = Field(2, ge=0, description="CrAM training of the dense model")
     rho: float = Field(0.05, gt=0, description="ascent radius")
-    normalize: bool = Field(False, description="ascent rho * g / ||g|| (SAM) instead of rho * g (CrAM's code)")
+    normalize: bool = Field(
+        False, description="ascent rho * g / ||g|| (SAM) instead of rho * g (CrAM's code)"
+    )
     sparsities: list[float] | None = Field(
         None, description="sparsities drawn per step (default 0.3 ... 0.9 and `amount`)"
     )
@@ -190,16 +192,34 @@ def cram(model: nn.Module, cfg: CramConfig, ctx: StageContext) -> nn.Module:
         train_cfg = _train_config(ctx, cfg, cfg.epochs)
 
         def wrapper(base, net):
-            return CrAM(base, net, targets, cfg.drawn_sparsities(), cfg.rho, cfg.normalize, cfg.plus,
-                        cfg.sparse_grad, gen, train_cfg.grad_clip)  # fmt: skip
+            return CrAM(
+                base,
+                net,
+                targets,
+                cfg.drawn_sparsities(),
+                cfg.rho,
+                cfg.normalize,
+                cfg.plus,
+                cfg.sparse_grad,
+                gen,
+                train_cfg.grad_clip,
+            )
 
         ctx.log(f"cram: {cfg.epochs} epochs, rho {cfg.rho:g}, sparsities {cfg.drawn_sparsities()}")
         fit(model, ctx.data, train_cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress, sam=wrapper)
     prune_unstructured(model, cfg.amount, cfg.method, cfg.layers, exclude=cfg.exclude)
     n = recalibrate_batchnorm(model, ctx.data.train.x[: cfg.calibration_images])
-    ctx.log(f"cram: pruned to {cfg.amount:g}, {n} batch norms re-calibrated on {cfg.calibration_images} images")
+    ctx.log(
+        f"cram: pruned to {cfg.amount:g}, {n} batch norms re-calibrated on {cfg.calibration_images} images"
+    )
     if cfg.finetune_epochs:
-        fit(model, ctx.data, _train_config(ctx, cfg, cfg.finetune_epochs), device=ctx.device, seed=ctx.seed + 1,
-            progress=ctx.progress)  # fmt: skip
+        fit(
+            model,
+            ctx.data,
+            _train_config(ctx, cfg, cfg.finetune_epochs),
+            device=ctx.device,
+            seed=ctx.seed + 1,
+            progress=ctx.progress,
+        )
     ctx.log(pruning_summary(model, f"cram/{cfg.method}", cfg.amount))
     return model.eval()

@@ -82,7 +82,8 @@ class CSAMConfig(StageConfig):
     amount: float = Field(0.5, gt=0, lt=1, description="sparsity: share of weights (or channels) removed")
     granularity: Literal["weight", "channel"] = "weight"
     scope: Literal["global", "layer"] | None = Field(
-        None, description="top-k over all weights or per layer (default: global for weights; channels: per layer)"
+        None,
+        description="top-k over all weights or per layer (default: global for weights; channels: per layer)",
     )
     layers: list[Literal["conv", "linear"]] = Field(default_factory=lambda: ["conv", "linear"])
     exclude: list[str] = Field(default_factory=list, description="fnmatch patterns of layers to leave dense")
@@ -105,7 +106,9 @@ class CSAMConfig(StageConfig):
     )
     objective: str = Field("ce", description="objective of phases 1 and 3 (on augmented data)")
     objective_params: dict[str, Any] = Field(default_factory=dict)
-    lr: float | None = Field(None, gt=0, description="weights' lr in phases 1 and 3 (default: a tenth of [train].lr)")
+    lr: float | None = Field(
+        None, gt=0, description="weights' lr in phases 1 and 3 (default: a tenth of [train].lr)"
+    )
     mask_lr: float = Field(0.01, gt=0, description="Adam lr of the soft masks")
     batch_size: int | None = Field(None, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
@@ -142,7 +145,13 @@ class CSAMLoss:
     """The mask-search objective `(masked_model, x, y) -> (loss, logits)`; `.last` holds the parts."""
 
     def __init__(self, cfg: CSAMConfig, transform, amount: float, scope: str, generator: torch.Generator):
-        self.cfg, self.transform, self.amount, self.scope, self.generator = cfg, transform, amount, scope, generator
+        self.cfg, self.transform, self.amount, self.scope, self.generator = (
+            cfg,
+            transform,
+            amount,
+            scope,
+            generator,
+        )
         self.last: dict[str, float] = {}
 
     def __call__(self, model: MaskedModel, x: torch.Tensor, y: torch.Tensor):
@@ -220,7 +229,9 @@ def _phase_config(ctx: StageContext, cfg: CSAMConfig, epochs: int, **overrides):
     return TrainConfig.parse(values, where="csam")
 
 
-def mask_space(model: nn.Module, granularity: str, layers, exclude, example: torch.Tensor | None) -> MaskSpace:
+def mask_space(
+    model: nn.Module, granularity: str, layers, exclude, example: torch.Tensor | None
+) -> MaskSpace:
     if granularity == "weight":
         return MaskSpace.weights(model, layers, exclude)
     if example is None:
@@ -244,12 +255,21 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
     if cfg.granularity == "channel" and scope == "global":
         raise ConfigError("csam: channel masks are binarised per layer group; drop scope = 'global'")
     example = ctx.data.train.x[:1].to(ctx.device)
-    weight_objective = Augmented(make_objective(cfg.objective, **cfg.objective_params), family, cfg.augment_prob, gen)
+    weight_objective = Augmented(
+        make_objective(cfg.objective, **cfg.objective_params), family, cfg.augment_prob, gen
+    )
 
     if cfg.pretrain_epochs:
         ctx.log(f"csam: pre-training {cfg.pretrain_epochs} epochs on data transformed by {family.describe()}")
-        fit(model, ctx.data, _phase_config(ctx, cfg, cfg.pretrain_epochs), weight_objective,
-            device=ctx.device, seed=seed, progress=ctx.progress)  # fmt: skip
+        fit(
+            model,
+            ctx.data,
+            _phase_config(ctx, cfg, cfg.pretrain_epochs),
+            weight_objective,
+            device=ctx.device,
+            seed=seed,
+            progress=ctx.progress,
+        )
 
     space = mask_space(model, cfg.granularity, cfg.layers, cfg.exclude, example)
     init = percentile_init(space.importance(model), cfg.tau)
@@ -261,20 +281,47 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
     masked = MaskedModel(model, space, init, hard_in_eval, frozen_statistics=True)
     if cfg.search_epochs:
         ctx.log(f"csam: mask search {cfg.search_epochs} epochs over {cfg.granularity} masks (weights frozen)")
-        search = _phase_config(ctx, cfg, cfg.search_epochs, optimizer="adam", lr=cfg.mask_lr, weight_decay=0.0,
-                               restore_best=False, objective="ce", objective_params={}, augment=[])  # fmt: skip
+        search = _phase_config(
+            ctx,
+            cfg,
+            cfg.search_epochs,
+            optimizer="adam",
+            lr=cfg.mask_lr,
+            weight_decay=0.0,
+            restore_best=False,
+            objective="ce",
+            objective_params={},
+            augment=[],
+        )
         loss = CSAMLoss(cfg, family.sample, cfg.amount, scope, gen)
-        fit(masked, ctx.data, search, loss, device=ctx.device, seed=seed, callbacks=[ClampMasks()],
-            progress=ctx.progress)  # fmt: skip
+        fit(
+            masked,
+            ctx.data,
+            search,
+            loss,
+            device=ctx.device,
+            seed=seed,
+            callbacks=[ClampMasks()],
+            progress=ctx.progress,
+        )
         ctx.log("csam: last losses " + ", ".join(f"{k} {v:.4f}" for k, v in loss.last.items()))
-    binary = space.binarise({u: v.detach().clamp(0, 1) for u, v in masked.current().items()}, cfg.amount, scope)
+    binary = space.binarise(
+        {u: v.detach().clamp(0, 1) for u, v in masked.current().items()}, cfg.amount, scope
+    )
     model = masked.release()
     space.prune(model, binary)
 
     if cfg.finetune_epochs:
         ctx.log(f"csam: fine-tuning {cfg.finetune_epochs} epochs with the masks fixed")
-        fit(model, ctx.data, _phase_config(ctx, cfg, cfg.finetune_epochs), weight_objective,
-            device=ctx.device, seed=seed + 1, progress=ctx.progress)  # fmt: skip
+        fit(
+            model,
+            ctx.data,
+            _phase_config(ctx, cfg, cfg.finetune_epochs),
+            weight_objective,
+            device=ctx.device,
+            seed=seed + 1,
+            progress=ctx.progress,
+        )
     if cfg.granularity == "channel":
         harden(model, example)
     ctx.log(pruning_summary(model, "global" if cfg.granularity == "weight" else "channel", cfg.amount))

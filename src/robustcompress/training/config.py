@@ -36,7 +36,9 @@ class TrainConfig(StrictConfig):
     )
     crop_padding: int = Field(4, ge=1, description="largest shift of a random crop, in pixels")
     sam_rho: float | None = Field(
-        None, gt=0, description="sharpness-aware minimisation radius (Foret et al.; 0.05 typical); off when unset"
+        None,
+        gt=0,
+        description="sharpness-aware minimisation radius (Foret et al.; 0.05 typical); off when unset",
     )
 
     KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("augment", "crop_padding", "sam_rho")

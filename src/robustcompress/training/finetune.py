@@ -30,7 +30,9 @@ class FinetuneConfig(StageConfig):
     batch_size: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
-    sam_rho: float | None = Field(None, gt=0, description="sharpness-aware fine-tuning (SAM) with this radius")
+    sam_rho: float | None = Field(
+        None, gt=0, description="sharpness-aware fine-tuning (SAM) with this radius"
+    )
 
     KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "sam_rho")
 
@@ -46,7 +48,15 @@ def finetune_config(base: TrainConfig | None, cfg: FinetuneConfig) -> TrainConfi
         "patience": cfg.patience,
         "warmup_epochs": 0,
     }
-    keys = ("optimizer", "momentum", "weight_decay", "schedule", "batch_size", "max_steps_per_epoch", "sam_rho")
+    keys = (
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "batch_size",
+        "max_steps_per_epoch",
+        "sam_rho",
+    )
     for key in keys:
         if getattr(cfg, key) is not None:
             overrides[key] = getattr(cfg, key)

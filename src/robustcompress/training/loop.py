@@ -186,7 +186,7 @@ def _train_epoch(
         else:
             loss.backward()
         if sharp is not None:  # second pass at the ascent point, base step, masks re-applied
-            sharp.step(lambda: _second_pass(model, objective, x, y, device, amp_dtype))
+            sharp.step(lambda x=x, y=y: _second_pass(model, objective, x, y, device, amp_dtype))
         else:
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -103,8 +103,9 @@ def reapply_masks(model: nn.Module) -> None:
     original too keeps momentum and weight decay from giving a pruned entry a value that a later
     `bake_masks` or a mask removal would expose.
     """
-    from robustcompress.compression.pruning.masks import mask_of  # lazy: compression imports training
     from torch.nn.utils import parametrize
+
+    from robustcompress.compression.pruning.masks import mask_of  # lazy: compression imports training
 
     for module in model.modules():
         if not parametrize.is_parametrized(module):

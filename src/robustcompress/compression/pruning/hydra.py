@@ -1,4 +1,4 @@
-"""The `hydra` stage: pruning by learned importance scores under the robust loss (Sehwag et al., NeurIPS 2020).
+"""The `hydra` stage: pruning by importance scores learned under the robust loss (Sehwag et al. 2020).
 
 Every prunable weight gets a score of its own shape. The forward pass uses the weights times the
 hard top-k mask of |scores| (exactly `amount` removed); the backward pass sends the gradient
@@ -36,13 +36,17 @@ class HydraConfig(StageConfig):
     finetune_epochs: int = Field(2, ge=0, description="fine-tuning with the mask fixed (HYDRA: 100)")
     score_lr: float = Field(0.1, gt=0, description="SGD lr of the scores (HYDRA: 0.1, cosine)")
     lr: float | None = Field(None, gt=0, description="fine-tuning lr (default: a tenth of [train].lr)")
-    scaled_init: bool = Field(True, description="scores from scaled magnitudes (else HYDRA's kaiming-uniform)")
+    scaled_init: bool = Field(
+        True, description="scores from scaled magnitudes (else HYDRA's kaiming-uniform)"
+    )
     batch_size: int | None = Field(None, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
 
 
 @torch.no_grad()
-def scaled_scores(model: nn.Module, space: MaskSpace, scaled: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+def scaled_scores(
+    model: nn.Module, space: MaskSpace, scaled: bool = True, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """sqrt(6 / fan_in) * w / max|w| per layer, or kaiming-uniform noise of the same bound."""
     out = {}
     gen = torch.Generator().manual_seed(seed)
@@ -105,7 +109,13 @@ def hydra(model: nn.Module, cfg: HydraConfig, ctx: StageContext) -> nn.Module:
     space.prune(model, binary)
     if cfg.finetune_epochs:
         ctx.log(f"hydra: fine-tuning {cfg.finetune_epochs} epochs ({cfg.objective}) with the mask fixed")
-        fit(model, ctx.data, _train_config(ctx, cfg, cfg.finetune_epochs), device=ctx.device, seed=ctx.seed + 1,
-            progress=ctx.progress)  # fmt: skip
+        fit(
+            model,
+            ctx.data,
+            _train_config(ctx, cfg, cfg.finetune_epochs),
+            device=ctx.device,
+            seed=ctx.seed + 1,
+            progress=ctx.progress,
+        )
     ctx.log(pruning_summary(model, f"hydra/{cfg.scope}", cfg.amount))
     return model.eval()

@@ -142,7 +142,9 @@ class MaskSpace:
         if self.granularity == "weight":
             return {leaf.name: masks[leaf.unit] for leaf in self.leaves}
         first = next(iter(masks.values()))
-        flat = torch.cat([torch.ones(1, device=first.device, dtype=first.dtype)] + [masks[u] for u in self.units])
+        flat = torch.cat(
+            [torch.ones(1, device=first.device, dtype=first.dtype)] + [masks[u] for u in self.units]
+        )
         out = {}
         for leaf in self.leaves:
             out[leaf.name] = flat[leaf.index]
@@ -168,7 +170,9 @@ class MaskSpace:
         if self.granularity == "weight":
             masks = {f"{u}.weight": m for u, m in binary.items()}
         else:
-            removed = {r for u, m in binary.items() for r, keep in zip(self.roots[u], m.tolist()) if keep == 0}
+            removed = {
+                r for u, m in binary.items() for r, keep in zip(self.roots[u], m.tolist()) if keep == 0
+            }
             masks = channel_masks(self.graph, removed)
         apply_masks(model, masks)
         return masks
@@ -192,7 +196,12 @@ class MaskedModel(nn.Module):
         frozen_statistics: bool = False,
     ):
         super().__init__()
-        self.model, self.space, self.mask_fn, self.frozen_statistics = model, space, mask_fn, frozen_statistics
+        self.model, self.space, self.mask_fn, self.frozen_statistics = (
+            model,
+            space,
+            mask_fn,
+            frozen_statistics,
+        )
         for p in model.parameters():
             p.requires_grad_(False)
         self.values = nn.ParameterList([nn.Parameter(init[u].detach().clone().float()) for u in space.units])
