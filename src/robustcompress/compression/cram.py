@@ -139,7 +139,11 @@ def compression_targets(model: nn.Module, layers=("conv", "linear"), exclude=())
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> int:
-    """Re-estimate every batch norm's running mean and variance on `images` (a cumulative average)."""
+    """Re-estimate every batch norm's running mean and variance on `images`.
+
+    The statistics are reset and averaged over the batches with equal weight (momentum None), so
+    with equal-sized batches the running mean is the exact mean over `images`.
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or len(images) == 0:
         return 0
