@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import robustcompress.compression.csam as csam_mod
 from robustcompress.certification.transforms import make_family
 from robustcompress.compression.cram import CrAM, CramConfig, compression_targets, recalibrate_batchnorm
 from robustcompress.compression.csam import (
@@ -23,7 +22,7 @@ from robustcompress.compression.csam import (
     ratio_loss,
     stability_loss,
 )
-from robustcompress.compression.pruning import apply_masks, is_masked, masks_of, prune_unstructured
+from robustcompress.compression.pruning import is_masked, masks_of, prune_unstructured
 from robustcompress.compression.pruning.hydra import HydraConfig
 from robustcompress.compression.pruning.scored import MaskedModel, MaskSpace, straight_through
 from robustcompress.errors import ConfigError
@@ -120,8 +119,16 @@ def test_percentile_init_puts_the_top_tau_percent_at_one():
 def test_csam_weight_masks_reach_exactly_the_requested_sparsity(fmnist):
     model = _tiny()
     n = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    pruned = _apply("csam", model, fmnist, amount=0.6, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
-                    max_steps_per_epoch=3)  # fmt: skip
+    pruned = _apply(
+        "csam",
+        model,
+        fmnist,
+        amount=0.6,
+        pretrain_epochs=1,
+        search_epochs=1,
+        finetune_epochs=1,
+        max_steps_per_epoch=3,
+    )
     masks = masks_of(pruned)
     assert set(masks) == {
         f"{n}.weight" for n, m in pruned.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
@@ -129,8 +136,17 @@ def test_csam_weight_masks_reach_exactly_the_requested_sparsity(fmnist):
     assert sum(int((m == 0).sum()) for m in masks.values()) == math.floor(0.6 * n + 0.5)
     zeros = sum(int((m.weight == 0).sum()) for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert zeros >= math.floor(0.6 * n + 0.5)  # the pruned weights really are zero after fine-tuning
-    layer = _apply("csam", _tiny(), fmnist, amount=0.5, scope="layer", pretrain_epochs=0, search_epochs=1,
-                   finetune_epochs=0, max_steps_per_epoch=2)  # fmt: skip
+    layer = _apply(
+        "csam",
+        _tiny(),
+        fmnist,
+        amount=0.5,
+        scope="layer",
+        pretrain_epochs=0,
+        search_epochs=1,
+        finetune_epochs=0,
+        max_steps_per_epoch=2,
+    )
     for m in masks_of(layer).values():
         assert int((m == 0).sum()) == math.floor(0.5 * m.numel() + 0.5)
 
@@ -139,8 +155,17 @@ def test_csam_channel_masks_remove_exactly_the_channels_and_the_model_shrinks(fm
     model = _tiny()
     dense = sum(p.numel() for p in model.parameters())
     assert _conv_widths(model) == [8, 8, 16, 16, 32, 32]
-    pruned = _apply("csam", model, fmnist, amount=0.5, granularity="channel", pretrain_epochs=1, search_epochs=1,
-                    finetune_epochs=1, max_steps_per_epoch=3)  # fmt: skip
+    pruned = _apply(
+        "csam",
+        model,
+        fmnist,
+        amount=0.5,
+        granularity="channel",
+        pretrain_epochs=1,
+        search_epochs=1,
+        finetune_epochs=1,
+        max_steps_per_epoch=3,
+    )
     assert not is_masked(pruned)
     assert _conv_widths(pruned) == [4, 4, 8, 8, 16, 16]
     assert sum(p.numel() for p in pruned.parameters()) < 0.35 * dense
@@ -149,16 +174,28 @@ def test_csam_channel_masks_remove_exactly_the_channels_and_the_model_shrinks(fm
 
 def test_only_mask_parameters_change_during_the_mask_search(fmnist):
     model = _tiny()
-    fit(model, fmnist, TrainConfig(epochs=1, batch_size=64, lr=0.05, max_steps_per_epoch=5), device="cpu",
-        progress=False)  # fmt: skip
+    fit(
+        model,
+        fmnist,
+        TrainConfig(epochs=1, batch_size=64, lr=0.05, max_steps_per_epoch=5),
+        device="cpu",
+        progress=False,
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = CSAMConfig(amount=0.5)
     space = MaskSpace.weights(model)
     init = percentile_init(space.importance(model), cfg.tau)
     masked = MaskedModel(model, space, init, lambda v, training: v, frozen_statistics=True)
     loss = CSAMLoss(cfg, make_family(cfg.transforms).sample, 0.5, "global", torch.Generator().manual_seed(0))
-    search = TrainConfig(epochs=1, batch_size=64, optimizer="adam", lr=0.05, weight_decay=0.0,
-                         max_steps_per_epoch=4, restore_best=False)  # fmt: skip
+    search = TrainConfig(
+        epochs=1,
+        batch_size=64,
+        optimizer="adam",
+        lr=0.05,
+        weight_decay=0.0,
+        max_steps_per_epoch=4,
+        restore_best=False,
+    )
     fit(masked, fmnist, search, loss, device="cpu", callbacks=[ClampMasks()], progress=False)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights, biases and BN statistics
@@ -196,8 +233,16 @@ def test_pruned_weights_stay_zero_through_sam_and_norm_statistics_follow_one_pas
     model = _tiny()
     prune_unstructured(model, 0.7)
     masks = {k: m.clone() for k, m in masks_of(model).items()}
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-3, sam_rho=0.05,
-                      max_steps_per_epoch=6, restore_best=False)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=64,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-3,
+        sam_rho=0.05,
+        max_steps_per_epoch=6,
+        restore_best=False,
+    )
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     plain = copy.deepcopy(model)
     fit(model, fmnist, cfg, device="cpu", progress=False)
@@ -220,8 +265,10 @@ def test_sam_then_prune_baseline_is_expressible_as_stages(fmnist):
     assert tuned.sam_rho == 0.05 and "sam_rho" not in FinetuneConfig().key_dict()
     model = _apply("finetune", _tiny(), fmnist, epochs=1, sam_rho=0.05, max_steps_per_epoch=2)
     pruned = _apply("prune", model, fmnist, amount=0.5)
-    assert all(int((m == 0).sum()) == math.floor(0.5 * m.numel() + 0.5) for m in [torch.cat(
-        [v.flatten() for v in masks_of(pruned).values()])])  # fmt: skip
+    assert all(
+        int((m == 0).sum()) == math.floor(0.5 * m.numel() + 0.5)
+        for m in [torch.cat([v.flatten() for v in masks_of(pruned).values()])]
+    )
 
 
 # ----------------------------------------------------------------------------------- CrAM
@@ -231,13 +278,28 @@ def test_pruned_weights_stay_zero_through_cram_steps(fmnist):
     model = _tiny()
     prune_unstructured(model, 0.5)
     masks = {k: m.clone() for k, m in masks_of(model).items()}
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-3, max_steps_per_epoch=5,
-                      restore_best=False)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=64,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-3,
+        max_steps_per_epoch=5,
+        restore_best=False,
+    )
     made = []
 
     def wrapper(base, net):
-        made.append(CrAM(base, net, compression_targets(net), [0.6, 0.9], rho=0.05,
-                         generator=torch.Generator().manual_seed(0)))  # fmt: skip
+        made.append(
+            CrAM(
+                base,
+                net,
+                compression_targets(net),
+                [0.6, 0.9],
+                rho=0.05,
+                generator=torch.Generator().manual_seed(0),
+            )
+        )
         return made[0]
 
     before = copy.deepcopy(model)
@@ -288,14 +350,29 @@ def test_hydra_freezes_weights_while_scores_train_and_reaches_exact_sparsity(fmn
 
     before = {k: v.clone() for k, v in model.named_parameters()}
     masked = MaskedModel(model, space, scores, top_k)
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, objective="pgd", objective_params={"steps": 2},
-                      max_steps_per_epoch=3, restore_best=False)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=64,
+        lr=0.1,
+        objective="pgd",
+        objective_params={"steps": 2},
+        max_steps_per_epoch=3,
+        restore_best=False,
+    )
     fit(masked, fmnist, cfg, device="cpu", progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
     assert any(not torch.equal(v.detach(), scores[u]) for u, v in masked.current().items())
 
-    pruned = _apply("hydra", _tiny(), fmnist, amount=0.8, score_epochs=1, finetune_epochs=1, max_steps_per_epoch=2,
-                    objective_params={"steps": 2})  # fmt: skip
+    pruned = _apply(
+        "hydra",
+        _tiny(),
+        fmnist,
+        amount=0.8,
+        score_epochs=1,
+        finetune_epochs=1,
+        max_steps_per_epoch=2,
+        objective_params={"steps": 2},
+    )
     for m in masks_of(pruned).values():  # HYDRA's layer-wise top-k: exact in every layer
         assert int((m == 0).sum()) == math.floor(0.8 * m.numel() + 0.5)
 
@@ -341,10 +418,16 @@ batch_size = 64
 max_steps_per_epoch = 3
 [[recipes]]
 name = "csam-cluster"
-stages = [
-  {{type = "csam", amount = 0.5, pretrain_epochs = 1, search_epochs = 1, finetune_epochs = 1, transforms = "rotation:15"}},
-  {{type = "cluster", clusters = 8}},
-]
+[[recipes.stages]]
+type = "csam"
+amount = 0.5
+pretrain_epochs = 1
+search_epochs = 1
+finetune_epochs = 1
+transforms = "rotation:15"
+[[recipes.stages]]
+type = "cluster"
+clusters = 8
 [[evaluations]]
 type = "clean"
 [[evaluations]]
