@@ -151,6 +151,16 @@ def test_csam_weight_masks_reach_exactly_the_requested_sparsity(fmnist):
         assert int((m == 0).sum()) == math.floor(0.5 * m.numel() + 0.5)
 
 
+def test_without_a_search_csam_binarises_its_start_into_magnitude_pruning(fmnist):
+    """The percentile start puts the top 30% at exactly 1; at 90% sparsity ties among them go to magnitude."""
+    pruned = _apply("csam", _tiny(), fmnist, amount=0.9, scope="layer", pretrain_epochs=0, search_epochs=0,
+                    finetune_epochs=0)  # fmt: skip
+    reference = _tiny()
+    prune_unstructured(reference, 0.9, "layerwise")
+    expected = masks_of(reference)
+    assert all(torch.equal(m, expected[k]) for k, m in masks_of(pruned).items())
+
+
 def test_csam_channel_masks_remove_exactly_the_channels_and_the_model_shrinks(fmnist):
     model = _tiny()
     dense = sum(p.numel() for p in model.parameters())

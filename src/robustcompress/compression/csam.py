@@ -144,14 +144,10 @@ class Augmented:
 class CSAMLoss:
     """The mask-search objective `(masked_model, x, y) -> (loss, logits)`; `.last` holds the parts."""
 
-    def __init__(self, cfg: CSAMConfig, transform, amount: float, scope: str, generator: torch.Generator):
-        self.cfg, self.transform, self.amount, self.scope, self.generator = (
-            cfg,
-            transform,
-            amount,
-            scope,
-            generator,
-        )
+    def __init__(self, cfg: CSAMConfig, transform, amount: float, scope: str, generator: torch.Generator,
+                 tiebreak: dict[str, torch.Tensor] | None = None):  # fmt: skip
+        self.cfg, self.transform, self.amount, self.scope = cfg, transform, amount, scope
+        self.generator, self.tiebreak = generator, tiebreak
         self.last: dict[str, float] = {}
 
     def __call__(self, model: MaskedModel, x: torch.Tensor, y: torch.Tensor):
@@ -170,7 +166,7 @@ class CSAMLoss:
             logits1, logits_t = both[:n], both[n:]
             logits2 = model(x, noisy2)
         p1, p2, p_t = logits1.softmax(1), logits2.softmax(1), logits_t.softmax(1)
-        binary = model.space.binarise(soft, self.amount, self.scope)
+        binary = model.space.binarise(soft, self.amount, self.scope, self.tiebreak)
         hard = {u: straight_through(soft[u], binary[u]) for u in soft}
         parts = {
             "stab": stability_loss(p1, p2),
@@ -272,11 +268,12 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
         )
 
     space = mask_space(model, cfg.granularity, cfg.layers, cfg.exclude, example)
-    init = percentile_init(space.importance(model), cfg.tau)
+    importance = space.importance(model)
+    init = percentile_init(importance, cfg.tau)
 
     def hard_in_eval(values: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
         soft = {u: v.clamp(0, 1) for u, v in values.items()}
-        return soft if training else space.binarise(soft, cfg.amount, scope)
+        return soft if training else space.binarise(soft, cfg.amount, scope, importance)
 
     masked = MaskedModel(model, space, init, hard_in_eval, frozen_statistics=True)
     if cfg.search_epochs:
@@ -293,7 +290,7 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
             objective_params={},
             augment=[],
         )
-        loss = CSAMLoss(cfg, family.sample, cfg.amount, scope, gen)
+        loss = CSAMLoss(cfg, family.sample, cfg.amount, scope, gen, importance)
         fit(
             masked,
             ctx.data,
@@ -305,9 +302,8 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
             progress=ctx.progress,
         )
         ctx.log("csam: last losses " + ", ".join(f"{k} {v:.4f}" for k, v in loss.last.items()))
-    binary = space.binarise(
-        {u: v.detach().clamp(0, 1) for u, v in masked.current().items()}, cfg.amount, scope
-    )
+    soft = {u: v.detach().clamp(0, 1) for u, v in masked.current().items()}
+    binary = space.binarise(soft, cfg.amount, scope, importance)  # masks stuck at 1: larger importance wins
     model = masked.release()
     space.prune(model, binary)
 

@@ -47,12 +47,20 @@ def removed_count(amount: float, n: int, keep_one: bool = False) -> int:
     return min(k, n - 1) if keep_one else k
 
 
-def keep_mask(values: torch.Tensor, n_remove: int) -> torch.Tensor:
-    """0/1 tensor shaped like `values` with exactly its `n_remove` smallest entries 0 (stable ties)."""
+def keep_mask(values: torch.Tensor, n_remove: int, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
+    """0/1 tensor shaped like `values` with exactly its `n_remove` smallest entries 0.
+
+    Equal values are ordered by `tiebreak` (smallest removed first), then by position.
+    """
     flat = values.detach().flatten()
     mask = torch.ones_like(flat)
     if n_remove > 0:
-        mask[torch.argsort(flat, stable=True)[:n_remove]] = 0
+        if tiebreak is None:
+            order = torch.argsort(flat, stable=True)
+        else:
+            by_tie = torch.argsort(tiebreak.detach().flatten().to(flat.device), stable=True)
+            order = by_tie[torch.argsort(flat[by_tie], stable=True)]
+        mask[order[:n_remove]] = 0
     return mask.view_as(values)
 
 
@@ -150,14 +158,25 @@ class MaskSpace:
             out[leaf.name] = flat[leaf.index]
         return out
 
-    def binarise(self, values: dict[str, torch.Tensor], amount: float, scope: str) -> dict[str, torch.Tensor]:
+    def binarise(
+        self,
+        values: dict[str, torch.Tensor],
+        amount: float,
+        scope: str,
+        tiebreak: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """0/1 masks keeping the largest values: exactly round(amount * n) zeros over all weights
-        (scope "global") or in every unit (scope "layer"); channel groups keep at least one channel."""
+        (scope "global") or in every unit (scope "layer"); channel groups keep at least one channel.
+        Equal values are decided by `tiebreak` (e.g. the importance the masks started from)."""
         if scope == "layer" or self.granularity == "channel":
             keep_one = self.granularity == "channel"
-            return {u: keep_mask(v, removed_count(amount, v.numel(), keep_one)) for u, v in values.items()}
+            return {
+                u: keep_mask(v, removed_count(amount, v.numel(), keep_one), tiebreak and tiebreak[u])
+                for u, v in values.items()
+            }
         flat = torch.cat([v.detach().flatten().float() for v in values.values()])
-        keep = keep_mask(flat, removed_count(amount, flat.numel()))
+        ties = torch.cat([tiebreak[u].flatten().float() for u in values]) if tiebreak else None
+        keep = keep_mask(flat, removed_count(amount, flat.numel()), ties)
         out, offset = {}, 0
         for u, v in values.items():
             out[u] = keep[offset : offset + v.numel()].view_as(v).to(v.dtype)
