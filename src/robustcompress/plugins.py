@@ -17,6 +17,9 @@ MODULES = [
     "robustcompress.evaluation.corruption",
     "robustcompress.evaluation.size",
     "robustcompress.analysis.evaluation",
+    "robustcompress.compression.csam",
+    "robustcompress.compression.cram",
+    "robustcompress.compression.pruning.hydra",
 ]
 
 

@@ -35,8 +35,13 @@ class TrainConfig(StrictConfig):
         default_factory=list, description="random crops (zero-padded by crop_padding) and/or mirror images"
     )
     crop_padding: int = Field(4, ge=1, description="largest shift of a random crop, in pixels")
+    sam_rho: float | None = Field(
+        None,
+        gt=0,
+        description="sharpness-aware minimisation radius (Foret et al.; 0.05 typical); off when unset",
+    )
 
-    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("augment", "crop_padding")
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("augment", "crop_padding", "sam_rho")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for a (0-based) epoch; computed, not stateful, so resuming is exact."""

@@ -2,6 +2,8 @@
 
 Paper 003's standard fine-tuning T_st is `objective = "ce"`; its adversarial fine-tuning T_ad is
 `objective = "pgd"` for 3 epochs. Unset optimiser fields fall back to the experiment's [train].
+`sam_rho` makes it sharpness-aware (SAM); `finetune` with SAM then `prune` is paper 004's
+"SAM + magnitude pruning" baseline.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ class FinetuneConfig(StageConfig):
     batch_size: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
+    sam_rho: float | None = Field(
+        None, gt=0, description="sharpness-aware fine-tuning (SAM) with this radius"
+    )
 
-    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay")
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "sam_rho")
 
 
 def finetune_config(base: TrainConfig | None, cfg: FinetuneConfig) -> TrainConfig:
@@ -43,7 +48,16 @@ def finetune_config(base: TrainConfig | None, cfg: FinetuneConfig) -> TrainConfi
         "patience": cfg.patience,
         "warmup_epochs": 0,
     }
-    for key in ("optimizer", "momentum", "weight_decay", "schedule", "batch_size", "max_steps_per_epoch"):
+    keys = (
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "batch_size",
+        "max_steps_per_epoch",
+        "sam_rho",
+    )
+    for key in keys:
         if getattr(cfg, key) is not None:
             overrides[key] = getattr(cfg, key)
     return TrainConfig.parse({**base.model_dump(), **overrides}, where="finetune")
@@ -52,6 +66,7 @@ def finetune_config(base: TrainConfig | None, cfg: FinetuneConfig) -> TrainConfi
 @register_stage("finetune", FinetuneConfig)
 def finetune(model: nn.Module, cfg: FinetuneConfig, ctx: StageContext) -> nn.Module:
     train_cfg = finetune_config(ctx.train, cfg)
-    ctx.log(f"fine-tuning {cfg.epochs} epochs with objective {cfg.objective!r}, lr {train_cfg.lr:g}")
+    sam = f", SAM rho {train_cfg.sam_rho:g}" if train_cfg.sam_rho else ""
+    ctx.log(f"fine-tuning {cfg.epochs} epochs with objective {cfg.objective!r}, lr {train_cfg.lr:g}{sam}")
     fit(model, ctx.data, train_cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress)
     return model

@@ -11,7 +11,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from robustcompress.measure import accuracy
 from robustcompress.training.augment import augment_batch
 from robustcompress.training.config import TrainConfig
 from robustcompress.training.objectives import make_objective
+from robustcompress.training.sam import SAM
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 BEST_FILE = "best.safetensors"
@@ -70,17 +71,25 @@ def fit(
     callbacks: Sequence[Any] = (),
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    sam: Callable[[torch.optim.Optimizer, nn.Module], SAM] | None = None,
 ) -> TrainResult:
     """Train `model` in place on data.train, selecting on data.val; returns the per-epoch history.
 
     `objective(model, x, y) -> (loss, logits)`; default: cfg.objective. With `checkpoint_dir` a
-    checkpoint is written after every epoch; `resume=True` continues from it.
+    checkpoint is written after every epoch; `resume=True` continues from it. `cfg.sam_rho` makes
+    every step sharpness-aware (training/sam.py); `sam(optimizer, model)` builds another SAM-like
+    wrapper instead (CrAM).
     """
     device = resolve_device(device)
     model.to(device)
     objective = objective or make_objective(cfg.objective, **cfg.objective_params)
     optimizer = make_optimizer(model, cfg)
+    if sam is None and cfg.sam_rho is not None:
+        sam = lambda base, net: SAM(base, net, cfg.sam_rho, cfg.grad_clip)  # noqa: E731
+    sharp = sam(optimizer, model) if sam is not None else None
     amp_dtype = _amp_dtype(device, cfg.amp)
+    if sharp is not None and amp_dtype == torch.float16:
+        amp_dtype = None  # a gradient scaler cannot unscale SAM's two passes; fp32 where bf16 is missing
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
@@ -115,6 +124,7 @@ def fit(
             step,
             epoch,
             progress,
+            sharp,
         )
         step += stats.pop("steps")
         model.eval()
@@ -145,8 +155,9 @@ def fit(
 
 
 def _train_epoch(
-    model, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step, epoch, progress
-):
+    model, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step, epoch, progress,
+    sharp=None,
+):  # fmt: skip
     n_steps = _steps_per_epoch(len(train), cfg)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -174,13 +185,16 @@ def _train_epoch(
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+        if sharp is not None:  # second pass at the ascent point, base step, masks re-applied
+            sharp.step(lambda x=x, y=y: _second_pass(model, objective, x, y, device, amp_dtype))
         else:
-            optimizer.step()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
@@ -203,6 +217,13 @@ def _train_epoch(
         "images_per_s": seen / max(elapsed, 1e-9),
         "steps": min(n_steps, i + 1) if seen else 0,
     }
+
+
+def _second_pass(model, objective, x, y, device, amp_dtype) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss, _ = objective(model, x, y)
+    loss.backward()
+    return loss
 
 
 def _steps_per_epoch(n: int, cfg: TrainConfig) -> int:
