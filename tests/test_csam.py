@@ -26,8 +26,8 @@ from robustcompress.compression.pruning import is_masked, masks_of, prune_unstru
 from robustcompress.compression.pruning.hydra import HydraConfig
 from robustcompress.compression.pruning.scored import MaskedModel, MaskSpace, straight_through
 from robustcompress.errors import ConfigError
-from robustcompress.stages import STAGES, StageContext
 from robustcompress.models import build_model
+from robustcompress.stages import STAGES, StageContext
 from robustcompress.training import TrainConfig, fit
 from robustcompress.training.finetune import FinetuneConfig, finetune_config
 from robustcompress.training.sam import SAM
