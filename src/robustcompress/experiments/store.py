@@ -10,6 +10,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,10 @@ class ResultsStore:
         with self._connect() as db:
             db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def record(self, experiment: str, model: str, artifact: str) -> ModelRecord:
+        """Where the pipeline looks up and keeps the metrics of one model of one experiment."""
+        return ModelRecord(self, experiment, model, artifact)
+
     def metrics(self, experiment: str | None = None, model: str | None = None) -> dict[tuple[str, str], dict]:
         """{(experiment, model): {metric: value}} for the latest artifact of each (experiment, model)."""
         query = "SELECT experiment, model, name, value, text FROM metrics"
@@ -158,6 +163,24 @@ class ResultsStore:
         """Each experiment's config as it was run, in run order."""
         rows = self._read("SELECT name, config FROM experiments ORDER BY created")
         return {name: json.loads(config) for name, config in rows}
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model of one experiment: evaluations are looked up by artifact, so an artifact shared by
+    several experiments (a recipe grid's baseline) is evaluated once, and written under this
+    experiment and model label."""
+
+    store: ResultsStore
+    experiment: str
+    model: str
+    artifact: str
+
+    def get(self, evaluation: str) -> dict[str, Any] | None:
+        return self.store.get(self.artifact, evaluation)
+
+    def put(self, evaluation: str, metrics: dict[str, Any]) -> None:
+        self.store.add_metrics(self.experiment, self.model, self.artifact, evaluation, metrics)
 
 
 def _stored(value: float | None, text: str | None) -> Any:
