@@ -78,9 +78,7 @@ def test_grid_expands_to_named_points():
 
 def test_preset_entries_expand_with_their_budget_and_strength():
     from robustcompress.experiments.config import expand_presets
-    from robustcompress.plugins import load_plugins
 
-    load_plugins()
     entry = {"type": "preset", "name": "deep-compression", "epochs": 2, "amount": 0.8}
     stages = expand_presets([entry])
     assert [s["type"] for s in stages] == ["prune", "finetune", "cluster"]
@@ -98,10 +96,8 @@ SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 def test_shipped_configs_validate_with_every_recipe_and_evaluation(path):
     from robustcompress.experiments.config import expand_presets, parse_typed
     from robustcompress.experiments.stages import STAGES
-    from robustcompress.plugins import load_plugins
     from robustcompress.training.finetune import FinetuneConfig, finetune_config
 
-    load_plugins()
     cfg = load_config(path)
     assert cfg.validated_evaluations() and cfg.recipes
     for recipe in cfg.recipes:

@@ -21,6 +21,7 @@ from torch import nn
 
 from robustcompress.data import load_dataset
 from robustcompress.device import resolve_device
+from robustcompress.errors import ConfigError
 from robustcompress.evaluation.registry import EvalContext
 from robustcompress.experiments.config import ExperimentConfig, expand_grid
 from robustcompress.experiments.pipeline import (
@@ -37,7 +38,7 @@ from robustcompress.experiments.store import RESULTS_DB, ResultsStore
 from robustcompress.models import ModelSpec
 from robustcompress.training.loop import fit, training_summary
 
-__all__ = ["ExperimentResult", "digest", "plan", "run_experiment", "run_experiments"]
+__all__ = ["ExperimentResult", "digest", "plan", "require_study", "run_experiment", "run_experiments"]
 
 
 def stderr_log(msg: str) -> None:
@@ -142,6 +143,21 @@ def run_experiment(
         },
     )
     return result
+
+
+def require_study(cfg: ExperimentConfig, source: str = "the config") -> None:
+    """Refuse a config that names no dataset or no model, rather than run a default experiment."""
+    missing = []
+    if "data" not in cfg.model_fields_set or "dataset" not in cfg.data.model_fields_set:
+        missing.append('[data] dataset = "..."')
+    if "model" not in cfg.model_fields_set or "name" not in cfg.model.model_fields_set:
+        missing.append('[model] name = "..."')
+    if missing:
+        raise ConfigError(
+            f"{source} does not say what to run: it needs {' and '.join(missing)} (usually also [train], "
+            "[[evaluations]] and [[recipes]]); start from a copy of the demo config, "
+            "robustcompress/configs/demo.toml"
+        )
 
 
 def baseline_key(cfg: ExperimentConfig, spec: ModelSpec) -> str:

@@ -6,6 +6,7 @@ and a rerun skips evaluations already stored.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sqlite3
 import time
@@ -41,9 +42,11 @@ def results_path(folder: str | Path) -> Path:
     folder = Path(folder)
     path = folder if folder.is_file() else folder / RESULTS_DB
     if not path.is_file():
+        inside = sorted(str(p.parent) for p in folder.glob(f"*/{RESULTS_DB}")) if folder.is_dir() else []
+        hint = f"; output folders inside it: {', '.join(inside)}" if inside else ""
         raise ConfigError(
             f"no results store at {path}: give the output folder of a `robustcompress run` "
-            f"(the folder holding {RESULTS_DB})"
+            f"(the folder holding {RESULTS_DB}){hint}"
         )
     return path
 
@@ -190,6 +193,26 @@ def _stored(value: float | None, text: str | None) -> Any:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float)  # bools count: stored as 0/1
+
+
+def select_metrics(rows: dict[tuple[str, str], dict], patterns: Iterable[str]) -> list[str]:
+    """The stored metric names that names or fnmatch patterns choose, in the patterns' order.
+
+    A name or pattern that matches no stored metric is a ConfigError listing the stored ones.
+    """
+    stored = sorted({k for m in rows.values() for k in m})
+    chosen: list[str] = []
+    unknown = []
+    for pattern in patterns:
+        matches = [k for k in stored if fnmatch.fnmatchcase(k, pattern)]
+        if not matches:
+            unknown.append(pattern)
+        chosen += [k for k in matches if k not in chosen]
+    if unknown:
+        raise ConfigError(
+            f"no stored metric matches {', '.join(unknown)}; stored metrics: {', '.join(stored) or '(none)'}"
+        )
+    return chosen
 
 
 def format_table(rows: dict[tuple[str, str], dict], columns: Iterable[str] | None = None) -> str:
