@@ -121,3 +121,144 @@ def test_demo_quick_runs_end_to_end(data_root, tmp_path):
     assert "baseline/baseline" in rows
     assert all(0 <= m["acc.clean"] <= 1 for m in rows.values())
     assert (out / "results.sqlite").is_file()
+
+
+def _tiny_config(tmp_path, data_root):
+    path = tmp_path / "tiny.toml"
+    path.write_text(f"""
+name = "tiny"
+output = "{tmp_path / "out"}"
+[data]
+dataset = "fashion-mnist"
+root = "{data_root}"
+limit_train = 500
+limit_test = 200
+[model]
+name = "cnn8"
+width = 0.25
+[train]
+epochs = 1
+[[recipes]]
+name = "pruned"
+stages = [{{type = "prune", amount = 0.5}}, {{type = "finetune", epochs = 1}}]
+""")
+    return path
+
+
+def test_run_dry_run_prints_the_plan_and_computes_nothing(tmp_path, data_root):
+    from robustcompress.experiments.config import load_config
+    from robustcompress.experiments.runner import plan
+
+    path = _tiny_config(tmp_path, data_root)
+    result = _run(["run", str(path), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown == {"experiments": [p.to_dict() for p in plan(load_config(path))]}
+    [exp] = shown["experiments"]
+    assert exp["name"] == "tiny/pruned"
+    assert [(a["label"], a["stage"], a["cached"]) for a in exp["artifacts"]] == [
+        ("baseline", "baseline", False),
+        ("stage0:prune", "prune", False),
+        ("final", "finetune", False),
+    ]
+    assert not (tmp_path / "out").exists()
+    text = _run(["run", str(path), "--dry-run"])
+    assert text.exit_code == 0
+    for artifact in exp["artifacts"]:
+        assert artifact["key"] in text.output
+    assert "to train" in text.output and "to run" in text.output
+
+
+def test_run_refuses_a_config_that_names_nothing_to_run(tmp_path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    for args in (["run", str(empty)], ["run", str(empty), "--dry-run"]):
+        result = _run(args)
+        assert result.exit_code == 2
+        assert '[data] dataset = "..."' in result.output and '[model] name = "..."' in result.output
+    only_data = tmp_path / "data.toml"
+    only_data.write_text('[data]\ndataset = "mnist"\n')
+    result = _run(["run", str(only_data)])
+    assert result.exit_code == 2 and "[model] name" in result.output and "[data]" not in result.output
+
+
+def _store(folder):
+    from robustcompress.experiments.store import ResultsStore
+
+    store = ResultsStore(folder / "results.sqlite")
+    store.add_metrics("e", "baseline", "a0", "k0", {"acc.clean": 0.75, "acc.pgd_linf_0.1": 0.25})
+    return store
+
+
+def test_results_metrics_are_checked_and_patterns_select(tmp_path):
+    _store(tmp_path / "study")
+    bogus = _run(["results", str(tmp_path / "study"), "--metrics", "acc.clean,bogus"])
+    assert bogus.exit_code == 2
+    assert "bogus" in bogus.output and "acc.clean, acc.pgd_linf_0.1" in bogus.output
+    chosen = _run(["results", str(tmp_path / "study"), "--metrics", "acc.pgd*", "--json"])
+    assert chosen.exit_code == 0
+    assert json.loads(chosen.stdout) == {"e|baseline": {"acc.pgd_linf_0.1": 0.25}}
+    # a folder of output folders names the ones it holds
+    parent = _run(["results", str(tmp_path)])
+    assert parent.exit_code == 2 and str(tmp_path / "study") in parent.output
+
+
+def test_readme_results_command_reads_the_folder_the_readme_run_writes():
+    """The README's quick-start `results` line must name the output of its `run` line."""
+    from pathlib import Path
+
+    from robustcompress.experiments.config import load_config
+
+    repo = Path(__file__).parents[1]
+    lines = [line.split("#")[0].split() for line in (repo / "README.md").read_text().splitlines()]
+    runs = [words[2] for words in lines if words[:2] == ["robustcompress", "run"]]
+    shown = [words[2] for words in lines if words[:2] == ["robustcompress", "results"]]
+    assert runs and shown
+    outputs = {load_config(repo / config).output for config in runs}
+    assert set(shown) <= outputs
+
+
+def test_train_refuses_to_overwrite_a_checkpoint_without_resume_or_overwrite(tmp_path, data_root):
+    out = tmp_path / "ck"
+    out.mkdir()
+    (out / "meta.json").write_text("{}")
+    args = ["train", "--width", "0.25", "--data-root", str(data_root), "--limit-train", "110"]
+    args += ["--limit-test", "50", "--epochs", "1", "--out", str(out)]
+    refused = _run(args)
+    assert refused.exit_code == 2
+    assert "--resume" in refused.output and "--overwrite" in refused.output
+    assert (out / "meta.json").read_text() == "{}"  # untouched
+    assert _run([*args, "--resume", "--overwrite"]).exit_code == 2
+    replaced = _run([*args, "--overwrite", "--json"])
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "meta.json").read_text())["model"]["name"] == "cnn8"
+
+
+def test_command_choices_are_the_registries():
+    from robustcompress.attacks import ATTACKS
+    from robustcompress.attacks import SUITES as ATTACK_SUITES
+    from robustcompress.compression.presets import PRESETS
+    from robustcompress.corruptions import SUITES
+    from robustcompress.data import DATASETS
+    from robustcompress.models import MODELS
+    from robustcompress.stages import STAGES
+    from robustcompress.training import OBJECTIVES
+
+    def choices(command, option):
+        [param] = [p for p in main.commands[command].params if p.name == option]
+        return list(param.type.choices)
+
+    assert choices("compress", "preset") == sorted(PRESETS)
+    assert choices("compress", "objective") == OBJECTIVES.names() == choices("train", "objective")
+    prune_methods = STAGES.get("prune").config_cls.model_fields["method"].annotation.__args__
+    assert choices("compress", "prune") == list(prune_methods)
+    assert choices("corrupt", "suite") == SUITES.names() == choices("evaluate", "corruptions")
+    for command, names in [
+        ("attack", [*ATTACKS.names(), *ATTACK_SUITES]),
+        ("evaluate", [*ATTACKS.names(), *ATTACK_SUITES, *DATASETS.names()]),
+        ("train", [*MODELS.names(), *DATASETS.names()]),
+    ]:
+        help_text = " ".join(_run([command, "--help"]).output.split())
+        assert all(name in help_text for name in names), command
+    wrong = _run(["compress", "ck", "--objective", "bogus", "--out", "x"])
+    assert wrong.exit_code == 2 and all(f"'{name}'" in wrong.output for name in OBJECTIVES.names())

@@ -4,3 +4,10 @@ from robustcompress.errors import RobustCompressError
 
 __version__ = "0.1.0"
 __all__ = ["RobustCompressError", "__version__"]
+
+# Last, so that the names above exist while the plugin modules import: importing any
+# robustcompress module makes every built-in registration (stages, evaluations, attacks,
+# objectives, checkpoint structures ...) available.
+from robustcompress.plugins import load_plugins  # noqa: E402
+
+load_plugins()

@@ -9,7 +9,6 @@ from typing import Any
 from robustcompress.experiments.config import load_config
 from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import format_table
-from robustcompress.plugins import load_plugins
 
 COLUMNS = [
     "acc.clean",
@@ -42,7 +41,6 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> tuple[str, dict[str, Any]]:
     """Run the demo; returns the printed table and {recipe/model: metrics}."""
-    load_plugins()
     overrides: dict[str, Any] = {"output": out, "device": device, **(QUICK if quick else {})}
     if data_root is not None:
         overrides["data.root"] = str(data_root)

@@ -1,7 +1,10 @@
-"""Imports every module that registers stages, evaluations, objectives, attacks or structures.
+"""The modules that register the built-in models, datasets, stages, evaluations, objectives, attacks,
+corruptions and checkpoint structures.
 
-The registries fill on import; the CLI and the experiment runner call `load_plugins()` once so
-that every name a config may use is known. Listed explicitly: no import magic.
+Registries fill when these modules are imported. `robustcompress/__init__.py` calls `load_plugins()`,
+so importing any `robustcompress.*` module (`load_checkpoint`, `load_config`, `run_experiments`,
+`make_attack`, ...) makes every built-in name known, whatever else was or was not imported. A module
+that registers something new adds one line here. Listed explicitly: no import magic.
 """
 
 from __future__ import annotations
@@ -9,10 +12,16 @@ from __future__ import annotations
 import importlib
 
 MODULES = [
+    "robustcompress.data",
+    "robustcompress.models",
     "robustcompress.training",
+    "robustcompress.attacks",
+    "robustcompress.corruptions",
+    "robustcompress.evaluation",
     "robustcompress.evaluation.clean",
     "robustcompress.compression",
     "robustcompress.compression.pruning",
+    "robustcompress.compression.presets",
     "robustcompress.evaluation.efficiency",
     "robustcompress.evaluation.corruption",
     "robustcompress.evaluation.size",
@@ -24,5 +33,6 @@ MODULES = [
 
 
 def load_plugins() -> None:
+    """Import every module of MODULES (cheap after the first call: Python caches modules)."""
     for name in MODULES:
         importlib.import_module(name)

@@ -10,8 +10,12 @@ from robustcompress.cli.common import (
     FRACTION,
     adversarial_evaluation,
     attack_budget_options,
+    attack_names,
     common_options,
     data_options,
+    evaluation_config,
+    listing,
+    literal_choices,
     print_json,
     user_errors,
 )
@@ -29,8 +33,7 @@ def _log(msg: str) -> None:
     "attacks",
     default="pgd",
     show_default=True,
-    help="fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square, transfer, cw, deepfool, or the suite 'standard'; "
-    "comma-separated for several.",
+    help=f"Attack or attack suite ({listing(attack_names())}); comma-separated for several.",
 )
 @click.option(
     "--eps",
@@ -43,7 +46,7 @@ def _log(msg: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option(
     "--estimator",
-    type=click.Choice(["none", "ste", "bpda", "eot"]),
+    type=click.Choice(literal_choices(evaluation_config("adversarial"), "estimator")),
     default="none",
     show_default=True,
     help="Gradients through rounding (ste), a named module (bpda), or a random model (eot).",

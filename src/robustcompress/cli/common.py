@@ -5,13 +5,19 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+import tomllib
+import typing
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
 
 import click
 
-from robustcompress.errors import RobustCompressError
+from robustcompress.attacks import ATTACKS
+from robustcompress.attacks import SUITES as ATTACK_SUITES
+from robustcompress.data import DATASETS
+from robustcompress.errors import ConfigError, RobustCompressError
+from robustcompress.evaluation import EVALUATIONS
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -29,6 +35,23 @@ def user_errors(fn: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
+
+
+def parse_params(items) -> dict[str, Any]:
+    """KEY=VALUE pairs -> dict; values parsed as TOML scalars (numbers, booleans, strings, lists)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            if "/" in value:
+                out[key.strip()] = parse_fraction(value)
+            else:
+                out[key.strip()] = value
+    return out
 
 
 def parse_fraction(text: str) -> float:
@@ -59,6 +82,45 @@ def split_list(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
 
+def listing(names: Iterable[str]) -> str:
+    """'a, b, c': how help texts and errors name the valid choices."""
+    return ", ".join(names)
+
+
+def literal_choices(config_cls: type, field: str) -> list[str]:
+    """The values a config field allows (its `Literal[...]`, also inside list[...] or `| None`).
+
+    Choices of the command line are read from the config the option fills, never restated.
+    """
+
+    def values(annotation: Any) -> list[str]:
+        if typing.get_origin(annotation) is typing.Literal:
+            return [str(v) for v in typing.get_args(annotation)]
+        return [v for arg in typing.get_args(annotation) for v in values(arg)]
+
+    found = values(config_cls.model_fields[field].annotation)
+    if not found:
+        raise TypeError(f"{config_cls.__name__}.{field} is not typed with a Literal")
+    return list(dict.fromkeys(found))
+
+
+def evaluation_config(name: str) -> type:
+    """The config class of a registered evaluation (where its options' choices are declared)."""
+    return EVALUATIONS.get(name).config_cls
+
+
+def attack_names() -> list[str]:
+    """What `--attack(s)` accepts: every registered attack and every attack suite."""
+    return [*ATTACKS.names(), *ATTACK_SUITES]
+
+
+def dataset_help() -> str:
+    return (
+        f"Dataset: {listing(DATASETS.names())}; readers of your own files take a path after a colon, "
+        "e.g. npz:data/x.npz or folder:data/images."
+    )
+
+
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=None, sort_keys=True, default=str))
 
@@ -66,9 +128,7 @@ def print_json(obj: Any) -> None:
 def data_options(fn: Callable) -> Callable:
     """--dataset, --data-root, --download, --limit-train, --limit-test."""
     options = [
-        click.option(
-            "--dataset", default=None, help="fashion-mnist, mnist, cifar10, cifar100, npz:PATH, folder:PATH."
-        ),
+        click.option("--dataset", default=None, help=dataset_help()),
         click.option(
             "--data-root",
             type=click.Path(file_okay=False),
@@ -91,7 +151,12 @@ def data_options(fn: Callable) -> Callable:
 def attack_budget_options(fn: Callable) -> Callable:
     """--norm, --steps, --step-size, --restarts, --n-examples: the budget `attack` and `evaluate` share."""
     options = [
-        click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
+        click.option(
+            "--norm",
+            type=click.Choice(literal_choices(evaluation_config("adversarial"), "norm")),
+            default="linf",
+            show_default=True,
+        ),
         click.option(
             "--steps", type=click.IntRange(min=1), default=None, help="Iterations (PGD default 20, APGD 100)."
         ),
@@ -142,7 +207,6 @@ def checkpoint_data(checkpoint, meta: dict[str, Any], dataset: str | None, **loa
     """(dataset name, DataSplits) for a checkpoint: its own dataset unless one is given, checked to fit."""
     from robustcompress.checkpoint import check_compatible
     from robustcompress.data import load_dataset
-    from robustcompress.errors import ConfigError
 
     dataset = dataset or meta.get("data", {}).get("dataset")
     if not dataset:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import click
 
-from robustcompress.cli.common import checkpoint_data, common_options, data_options, print_json, user_errors
+from robustcompress.checkpoint import load_checkpoint, save_checkpoint
+from robustcompress.cli.common import (
+    checkpoint_data,
+    common_options,
+    data_options,
+    listing,
+    literal_choices,
+    print_json,
+    user_errors,
+)
+from robustcompress.compression.presets import PRESETS
+from robustcompress.device import resolve_device
 from robustcompress.errors import ConfigError
+from robustcompress.evaluation import EvalContext
+from robustcompress.experiments.pipeline import apply_stages, parse_evaluations, parse_stages, run_evaluations
+from robustcompress.stages import STAGES, StageContext
+from robustcompress.training import OBJECTIVES, TrainConfig
 
 
 def recipe_from_options(
@@ -66,11 +80,15 @@ def recipe_from_options(
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option(
-    "--preset", default=None, help="A named recipe, e.g. pcqat-int8 (see docs/compression presets)."
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    metavar="NAME",
+    default=None,
+    help=f"A named recipe of stages: {listing(sorted(PRESETS))} (docs/quantization.md, Presets).",
 )
 @click.option(
     "--prune",
-    type=click.Choice(["global", "layerwise", "channel"]),
+    type=click.Choice(literal_choices(STAGES.get("prune").config_cls, "method")),
     default=None,
     help="Unstructured global / layer-wise magnitude pruning, or structured channel pruning.",
 )
@@ -101,11 +119,18 @@ def recipe_from_options(
 )
 @click.option(
     "--objective",
+    type=click.Choice(OBJECTIVES.names()),
     default="ce",
     show_default=True,
-    help="Fine-tuning objective (ce, pgd, fgsm_rs, trades, mmr).",
+    help="Fine-tuning objective.",
 )
-@click.option("--objective-param", "objective_params", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--objective-param",
+    "objective_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Objective parameter, e.g. eps=0.1 (repeatable).",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False), required=True, help="Folder for the compressed checkpoint."
 )
@@ -134,18 +159,17 @@ def compress(
     device,
     as_json,
 ):
-    """Compress a checkpoint, fine-tune if asked, save it and report accuracy before and after."""
-    from robustcompress.checkpoint import load_checkpoint, save_checkpoint
-    from robustcompress.cli.core import parse_params
-    from robustcompress.device import resolve_device
-    from robustcompress.evaluation import accuracy
-    from robustcompress.experiments.config import expand_presets, parse_typed
-    from robustcompress.plugins import load_plugins
-    from robustcompress.stages import STAGES, StageContext
-    from robustcompress.training import TrainConfig
+    """Compress a checkpoint, fine-tune if asked, save it and report accuracy before and after.
 
-    load_plugins()
-    stages = recipe_from_options(
+    \b
+    Examples:
+      robustcompress compress runs/train/cnn8-fashion-mnist-s0 --preset pcqat-int8 --out runs/cnn8-pcqat
+      robustcompress compress CKPT --prune channel --amount 0.5 --finetune-epochs 2 --out runs/cnn8-half
+      robustcompress compress CKPT --cluster 16 --quantize 8 --qat-epochs 1 --int8 --out runs/cnn8-int8
+    """
+    from robustcompress.cli.core import parse_params
+
+    recipe = recipe_from_options(
         preset,
         prune,
         amount,
@@ -157,7 +181,7 @@ def compress(
         objective,
         parse_params(objective_params),
     )
-    typed = [parse_typed(s, STAGES, f"stage {i}") for i, s in enumerate(expand_presets(stages))]
+    stages = parse_stages(recipe)
     model, meta = load_checkpoint(checkpoint)
     dataset, splits = checkpoint_data(
         checkpoint, meta, dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
@@ -167,28 +191,24 @@ def compress(
         meta.get("training", {}).get("config", {}), where="checkpoint training config"
     )
     dev = resolve_device(device)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
     ctx = StageContext(
-        data=splits,
-        device=dev,
-        seed=seed,
-        train=train_cfg,
-        workdir=Path(out).parent,
-        parent=copy.deepcopy(model),
-        log=lambda m: click.echo(m, err=True),
+        data=splits, device=dev, seed=seed, train=train_cfg, workdir=Path(out).parent, parent=model, log=log
     )
-    before = accuracy(model.to(dev), splits.test)
-    for name, cfg in typed:
-        click.echo(f"stage {name}", err=True)
-        model = STAGES.get(name).apply(model, cfg, ctx)
-    after = accuracy(model, splits.test)
+    clean = parse_evaluations([{"type": "clean"}])
+    ectx = EvalContext(data=splits, device=dev, seed=seed, log=log)
+    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
+    steps = apply_stages(model, stages, ctx)
+    compressed = steps[-1].model if steps else model
+    after = run_evaluations(compressed, clean, ectx, label="output")["acc.clean"]
     metrics = {"acc.clean.before": before, "acc.clean": after}
     data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
     save_checkpoint(
         out,
-        model,
+        compressed,
         {
             "data": data_meta,
-            "recipe": stages,
+            "recipe": recipe,
             "metrics": metrics,
             "training": meta.get("training", {}),
             "parent": str(checkpoint),

@@ -11,14 +11,22 @@ from robustcompress.cli.common import (
     FRACTION,
     adversarial_evaluation,
     attack_budget_options,
+    attack_names,
     checkpoint_data,
     common_options,
     data_options,
+    evaluation_config,
+    listing,
+    literal_choices,
+    parse_params,
     print_json,
     split_list,
     user_errors,
 )
+from robustcompress.corruptions import SUITES
 from robustcompress.errors import ConfigError
+from robustcompress.models import MODELS
+from robustcompress.training import OBJECTIVES, TrainConfig
 
 
 def _log(msg: str) -> None:
@@ -31,7 +39,7 @@ def _log(msg: str) -> None:
     "model_name",
     default="cnn8",
     show_default=True,
-    help="Zoo model (cnn8, resnet18/34/50, vgg11/16/19, mobilenetv2) or package.module:factory.",
+    help=f"Zoo model ({listing(MODELS.names())}) or your own as package.module:factory.",
 )
 @click.option(
     "--width", type=float, default=1.0, show_default=True, help="Width multiplier (compact models)."
@@ -39,23 +47,36 @@ def _log(msg: str) -> None:
 @data_options
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(literal_choices(TrainConfig, "optimizer")),
+    default="sgd",
+    show_default=True,
+)
 @click.option("--lr", type=float, default=None, help="Learning rate (default: 0.05 for SGD, 1e-3 for Adam).")
 @click.option(
-    "--schedule", type=click.Choice(["constant", "step", "cosine"]), default="cosine", show_default=True
+    "--schedule",
+    type=click.Choice(literal_choices(TrainConfig, "schedule")),
+    default="cosine",
+    show_default=True,
 )
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option(
     "--augment",
     default="",
     metavar="KINDS",
-    help="Batch augmentation: crop, flip or crop,flip (random 4 px crops, mirror images).",
+    help=f"Comma-separated batch augmentations ({listing(literal_choices(TrainConfig, 'augment'))}): "
+    "random 4 px crops, mirror images.",
 )
 @click.option(
     "--patience", type=click.IntRange(min=1), default=None, help="Early stopping on validation accuracy."
 )
 @click.option(
-    "--objective", default="ce", show_default=True, help="Training objective (ce, pgd, fgsm_rs, trades, mmr)."
+    "--objective",
+    type=click.Choice(OBJECTIVES.names()),
+    default="ce",
+    show_default=True,
+    help="Training objective.",
 )
 @click.option(
     "--objective-param",
@@ -71,6 +92,7 @@ def _log(msg: str) -> None:
     help="Checkpoint folder (default: runs/train/<model>-<dataset>-s<seed>).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the checkpoint in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
 @common_options
 @user_errors
 def train(
@@ -93,20 +115,36 @@ def train(
     objective_params,
     out,
     resume,
+    overwrite,
     seed,
     device,
     as_json,
 ):
-    """Train a model from scratch and save a checkpoint (safetensors + JSON), every epoch."""
+    """Train a model from scratch and save a checkpoint (safetensors + JSON), every epoch.
+
+    \b
+    Examples:
+      robustcompress train --model cnn8 --dataset fashion-mnist --epochs 3 --json
+      robustcompress train --model resnet18 --dataset cifar10 --augment crop,flip --epochs 30
+      robustcompress train --objective pgd --objective-param eps=0.1 --out runs/cnn8-at
+    """
     from robustcompress.data import load_dataset
     from robustcompress.evaluation import accuracy
     from robustcompress.models import ModelSpec
-    from robustcompress.plugins import load_plugins
-    from robustcompress.training import TrainConfig, fit
+    from robustcompress.training import fit
     from robustcompress.training.loop import training_summary
 
-    load_plugins()
     dataset = dataset or "fashion-mnist"
+    out = Path(out or f"runs/train/{_slug(model_name)}-{_slug(dataset)}-s{seed}")
+    if resume and overwrite:
+        raise ConfigError(
+            "give --resume (continue the training in --out) or --overwrite (start over), not both"
+        )
+    if not resume and not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"{out} is not empty (a checkpoint from an earlier run?): give --resume to continue its "
+            "training, --overwrite to replace it, or another --out"
+        )
     splits = load_dataset(
         dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test, download=download
     )
@@ -127,7 +165,6 @@ def train(
     )
     spec = ModelSpec.for_data(model_name, splits.info, width=width)
     model = spec.build(seed=seed)
-    out = Path(out or f"runs/train/{_slug(model_name)}-{_slug(dataset)}-s{seed}")
     data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
     result = fit(
         model,
@@ -156,19 +193,20 @@ def train(
 @click.option(
     "--attacks",
     default=None,
-    help="Comma-separated attacks or the suite 'standard' (APGD-CE, APGD-T, Square).",
+    help=f"Comma-separated attacks or attack suites: {listing(attack_names())}.",
 )
 @click.option(
     "--eps", "eps", type=FRACTION, multiple=True, help="Attack budget(s); fractions like 8/255 accepted."
 )
 @attack_budget_options
-@click.option("--corruptions", default=None, help="Corruption suite: cifar-c or mnist-c.")
-@click.option("--severities", default=None, help="Comma-separated severities (default 1..5).")
+@click.option("--corruptions", type=click.Choice(SUITES.names()), default=None, help="Corruption suite.")
+@click.option("--severities", default=None, help="Comma-separated severities (default: all of the suite's).")
 @click.option("--efficiency", is_flag=True, help="Parameters, sparsity, MACs and CPU latency.")
 @click.option(
     "--runtimes",
     default=None,
-    help="Comma-separated runtimes to time (implies --efficiency): eager, torchscript, onnxruntime.",
+    help="Comma-separated runtimes to time (implies --efficiency): "
+    f"{listing(literal_choices(evaluation_config('efficiency'), 'runtimes'))}.",
 )
 @click.option("--size", is_flag=True, help="Checkpoint and compressed-file sizes.")
 @click.option(
@@ -203,7 +241,14 @@ def evaluate(
     device,
     as_json,
 ):
-    """Evaluate a checkpoint: clean accuracy, and optionally attacks, corruptions, efficiency, size."""
+    """Evaluate a checkpoint: clean accuracy, and optionally attacks, corruptions, efficiency, size.
+
+    \b
+    Examples:
+      robustcompress evaluate runs/train/cnn8-fashion-mnist-s0 --json
+      robustcompress evaluate CKPT --attacks pgd,standard --eps 0.1 --n-examples 500
+      robustcompress evaluate CKPT --corruptions cifar-c --efficiency --size --parent PARENT_CKPT
+    """
     evaluations: list[dict[str, Any]] = [{"type": "clean"}]
     if attacks:
         if not eps:
@@ -248,33 +293,21 @@ def evaluate_checkpoint(
     seed=0,
     device="auto",
 ) -> dict[str, Any]:
-    """Load a checkpoint and its data, run the evaluations, return one dict of metrics."""
+    """Load a checkpoint (and its parent) and its test data, run the evaluations through the pipeline."""
     from robustcompress.checkpoint import load_checkpoint
     from robustcompress.device import resolve_device
-    from robustcompress.evaluation import EVALUATIONS, EvalContext
-    from robustcompress.experiments.config import parse_typed
-    from robustcompress.plugins import load_plugins
+    from robustcompress.evaluation import EvalContext
+    from robustcompress.experiments.pipeline import parse_evaluations, run_evaluations
 
-    load_plugins()
-    typed = [parse_typed(e, EVALUATIONS, f"evaluations[{i}]") for i, e in enumerate(evaluations)]
+    typed = parse_evaluations(evaluations)
     model, meta = load_checkpoint(checkpoint)
     _, splits = checkpoint_data(
         checkpoint, meta, dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
         limit_train=1, val_fraction=0.0,
     )  # fmt: skip
     parent_model = load_checkpoint(parent)[0] if parent else None
-    dev = resolve_device(device)
-    ctx = EvalContext(data=splits, device=dev, seed=seed, parent=parent_model, log=_log)
-    metrics: dict[str, Any] = {}
-    if parent_model is not None:
-        ctx_parent = EvalContext(data=splits, device=dev, seed=seed, log=_log)
-        ctx.baseline_metrics = {}
-        for name, cfg in typed:
-            if name == "corruption":
-                ctx.baseline_metrics.update(EVALUATIONS.get(name).run(parent_model, cfg, ctx_parent))
-    for name, cfg in typed:
-        metrics.update(EVALUATIONS.get(name).run(model, cfg, ctx))
-    return metrics
+    ctx = EvalContext(data=splits, device=resolve_device(device), seed=seed, parent=parent_model, log=_log)
+    return run_evaluations(model, typed, ctx, label=str(checkpoint))
 
 
 @click.command()
@@ -289,22 +322,41 @@ def evaluate_checkpoint(
     metavar="KEY=VALUE",
     help="Override a config value by dotted key, e.g. --set train.epochs=1 (repeatable).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print every experiment's models and evaluations with their cache keys and what is already "
+    "done; train and evaluate nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def run(config, out, overrides, as_json, quiet):
-    """Run the experiment(s) of a TOML config; finished work is cached and skipped on rerun."""
+def run(config, out, overrides, dry_run, as_json, quiet):
+    """Run the experiment(s) of a TOML config; finished work is cached and skipped on rerun.
+
+    \b
+    Examples:
+      robustcompress run src/robustcompress/configs/demo.toml --set train.epochs=1
+      robustcompress run configs/paper003-fashion-mnist.toml --dry-run
+      robustcompress run my-study.toml --out runs/my-study --json
+    """
     from robustcompress.experiments.config import load_config
-    from robustcompress.experiments.runner import run_experiments
+    from robustcompress.experiments.runner import plan, require_study, run_experiments
     from robustcompress.experiments.store import RESULTS_DB, format_table
-    from robustcompress.plugins import load_plugins
     from robustcompress.report import write_report
 
-    load_plugins()
     values = parse_params(overrides)
     if out:
         values["output"] = out
     cfg = load_config(config, values)
+    require_study(cfg, str(config))
+    if dry_run:
+        planned = plan(cfg)
+        if as_json:
+            print_json({"experiments": [p.to_dict() for p in planned]})
+        else:
+            click.echo(format_plan(planned))
+        return
     results = run_experiments(cfg, progress=not quiet)
     _log(f"report: {write_report(cfg.output, log=_log)}")
     if as_json:
@@ -315,21 +367,47 @@ def run(config, out, overrides, as_json, quiet):
         _log(f"results: {out_dir / RESULTS_DB}; per experiment: {out_dir}/<name>/metrics.json")
 
 
+def format_plan(planned) -> str:
+    """`run --dry-run`'s text: per experiment, each model's key and state, and its evaluations'."""
+    lines = []
+    for p in planned:
+        lines.append(f"{p.name}  (output: {p.output})")
+        for a in p.artifacts:
+            state = "cached" if a.cached else ("to train" if a.stage == "baseline" else "to make")
+            lines.append(f"  {a.label:<16} {a.stage:<10} {a.key}  {state}")
+            for e in a.evaluations:
+                lines.append(f"      {e.type:<14} {e.key}  {'stored' if e.stored else 'to run'}")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.argument("folder", type=click.Path(), default="runs")
 @click.option("--experiment", default=None, help="Only this experiment.")
-@click.option("--metrics", "columns", default=None, help="Comma-separated metric names to show.")
+@click.option(
+    "--metrics",
+    "columns",
+    default=None,
+    help="Comma-separated metric names or patterns to show, e.g. acc.clean,mce or 'acc.*'.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
 def results(folder, experiment, columns, as_json):
-    """Show the results store of an output folder as a table (or JSON)."""
-    from robustcompress.experiments.store import ResultsStore, format_table
+    """Show the results store of an output folder as a table (or JSON).
+
+    \b
+    Examples:
+      robustcompress results runs/demo
+      robustcompress results runs/demo --metrics acc.clean,mce,size.ratio
+      robustcompress results runs/demo --experiment demo/pcqat-int8 --json
+    """
+    from robustcompress.experiments.store import ResultsStore, format_table, select_metrics
 
     rows = ResultsStore.open(folder).metrics(experiment)
+    chosen = select_metrics(rows, split_list(columns)) if columns else None
     if as_json:
-        print_json({f"{e}|{m}": v for (e, m), v in rows.items()})
+        print_json({f"{e}|{m}": {k: v[k] for k in chosen or v if k in v} for (e, m), v in rows.items()})
     else:
-        click.echo(format_table(rows, split_list(columns) if columns else None))
+        click.echo(format_table(rows, chosen))
 
 
 @click.command()
@@ -354,27 +432,6 @@ def demo(data_root, out, quick, device, as_json):
     else:
         click.echo(table)
     _log(f"outputs: {Path(out).resolve()} (results.sqlite, <experiment>/metrics.json, artifacts/)")
-
-
-def parse_params(items) -> dict[str, Any]:
-    """KEY=VALUE pairs -> dict; values parsed as TOML scalars (numbers, booleans, strings, lists)."""
-    import tomllib
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            if "/" in value:
-                from robustcompress.cli.common import parse_fraction
-
-                out[key.strip()] = parse_fraction(value)
-            else:
-                out[key.strip()] = value
-    return out
 
 
 def _report(metrics: dict[str, Any], as_json: bool, where: str | None = None) -> None:

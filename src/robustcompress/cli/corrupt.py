@@ -6,7 +6,8 @@ import time
 
 import click
 
-from robustcompress.cli.common import data_options, print_json, split_list, user_errors
+from robustcompress.cli.common import data_options, dataset_help, print_json, split_list, user_errors
+from robustcompress.corruptions import SUITES
 from robustcompress.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def _test_images(dataset, data_root, download, limit_test):
     from robustcompress.data import load_dataset
 
     if not dataset:
-        raise ConfigError("give --dataset (fashion-mnist, mnist, cifar10, cifar100, npz:PATH or folder:PATH)")
+        raise ConfigError(f"give --dataset. {dataset_help()}")
     splits = load_dataset(
         dataset, root=data_root, limit_test=limit_test, download=download, limit_train=1, val_fraction=0.0
     )
@@ -35,7 +36,7 @@ def _test_images(dataset, data_root, download, limit_test):
 @click.command()
 @data_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
-@click.option("--suite", type=click.Choice(["cifar-c", "mnist-c"]), default="cifar-c", show_default=True)
+@click.option("--suite", type=click.Choice(SUITES.names()), default="cifar-c", show_default=True)
 @click.option(
     "--corruptions", default=None, help="Comma-separated names (default: the whole suite with extras)."
 )
@@ -121,7 +122,7 @@ def corrupt(
 @data_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG file to write.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which test image.")
-@click.option("--suite", type=click.Choice(["cifar-c", "mnist-c"]), default="cifar-c", show_default=True)
+@click.option("--suite", type=click.Choice(SUITES.names()), default="cifar-c", show_default=True)
 @click.option("--corruptions", default=None, help="Comma-separated names (default: the whole suite).")
 @click.option("--severities", default=None, help="Comma-separated severities (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -6,10 +6,12 @@ and a rerun skips evaluations already stored.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,11 @@ def results_path(folder: str | Path) -> Path:
     folder = Path(folder)
     path = folder if folder.is_file() else folder / RESULTS_DB
     if not path.is_file():
+        inside = sorted(str(p.parent) for p in folder.glob(f"*/{RESULTS_DB}")) if folder.is_dir() else []
+        hint = f"; output folders inside it: {', '.join(inside)}" if inside else ""
         raise ConfigError(
             f"no results store at {path}: give the output folder of a `robustcompress run` "
-            f"(the folder holding {RESULTS_DB})"
+            f"(the folder holding {RESULTS_DB}){hint}"
         )
     return path
 
@@ -127,6 +131,10 @@ class ResultsStore:
         with self._connect() as db:
             db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def record(self, experiment: str, model: str, artifact: str) -> ModelRecord:
+        """Where the pipeline looks up and keeps the metrics of one model of one experiment."""
+        return ModelRecord(self, experiment, model, artifact)
+
     def metrics(self, experiment: str | None = None, model: str | None = None) -> dict[tuple[str, str], dict]:
         """{(experiment, model): {metric: value}} for the latest artifact of each (experiment, model)."""
         query = "SELECT experiment, model, name, value, text FROM metrics"
@@ -160,6 +168,24 @@ class ResultsStore:
         return {name: json.loads(config) for name, config in rows}
 
 
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model of one experiment: evaluations are looked up by artifact, so an artifact shared by
+    several experiments (a recipe grid's baseline) is evaluated once, and written under this
+    experiment and model label."""
+
+    store: ResultsStore
+    experiment: str
+    model: str
+    artifact: str
+
+    def get(self, evaluation: str) -> dict[str, Any] | None:
+        return self.store.get(self.artifact, evaluation)
+
+    def put(self, evaluation: str, metrics: dict[str, Any]) -> None:
+        self.store.add_metrics(self.experiment, self.model, self.artifact, evaluation, metrics)
+
+
 def _stored(value: float | None, text: str | None) -> Any:
     """A metric as it was added: numbers live in `value`, everything else in `text`."""
     return value if value is not None else text
@@ -167,6 +193,26 @@ def _stored(value: float | None, text: str | None) -> Any:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float)  # bools count: stored as 0/1
+
+
+def select_metrics(rows: dict[tuple[str, str], dict], patterns: Iterable[str]) -> list[str]:
+    """The stored metric names that names or fnmatch patterns choose, in the patterns' order.
+
+    A name or pattern that matches no stored metric is a ConfigError listing the stored ones.
+    """
+    stored = sorted({k for m in rows.values() for k in m})
+    chosen: list[str] = []
+    unknown = []
+    for pattern in patterns:
+        matches = [k for k in stored if fnmatch.fnmatchcase(k, pattern)]
+        if not matches:
+            unknown.append(pattern)
+        chosen += [k for k in matches if k not in chosen]
+    if unknown:
+        raise ConfigError(
+            f"no stored metric matches {', '.join(unknown)}; stored metrics: {', '.join(stored) or '(none)'}"
+        )
+    return chosen
 
 
 def format_table(rows: dict[tuple[str, str], dict], columns: Iterable[str] | None = None) -> str:
