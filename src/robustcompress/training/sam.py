@@ -97,21 +97,20 @@ class SAM:
 
 @torch.no_grad()
 def reapply_masks(model: nn.Module) -> None:
-    """Zero every masked entry of the tensors under pruning masks (and their optimiser-visible originals).
+    """Let every parametrization that constrains its stored tensor re-impose that constraint.
 
-    With `PruningMask` parametrizations the effective weight is zero anyway; zeroing the stored
-    original too keeps momentum and weight decay from giving a pruned entry a value that a later
-    `bake_masks` or a mask removal would expose.
+    A pruning mask's effective weight is zero anyway; zeroing the stored original too keeps momentum
+    and weight decay from giving a pruned entry a value that a later mask removal would expose.
+    Parametrizations declare this capability with a `constrain_(original)` method (the pruning
+    mask does), so training needs no knowledge of compression's types.
     """
     from torch.nn.utils import parametrize
-
-    from robustcompress.compression.pruning.masks import mask_of  # lazy: compression imports training
 
     for module in model.modules():
         if not parametrize.is_parametrized(module):
             continue
-        for param in module.parametrizations:
-            mask = mask_of(module, param)
-            if mask is not None:
-                original = module.parametrizations[param].original
-                original.mul_(mask.mask.to(original.dtype))
+        for plist in module.parametrizations.values():
+            for p in plist:
+                constrain = getattr(p, "constrain_", None)
+                if constrain is not None:
+                    constrain(plist.original)

@@ -27,6 +27,11 @@ class PruningMask(nn.Module):
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor * self.mask.to(tensor.dtype)
 
+    @torch.no_grad()
+    def constrain_(self, original: torch.Tensor) -> None:
+        """Zero the pruned entries of the stored tensor (training calls this after optimiser steps)."""
+        original.mul_(self.mask.to(original.dtype))
+
 
 def _split(name: str) -> tuple[str, str]:
     module, _, param = name.rpartition(".")
