@@ -7,12 +7,13 @@ allowed values. Stages and evaluations are validated against their registered co
 from __future__ import annotations
 
 import copy
+import importlib
 import itertools
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from robustcompress.compression.presets import expand_presets
 from robustcompress.config_base import StrictConfig
@@ -58,6 +59,20 @@ class ExperimentConfig(StrictConfig):
     evaluations: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "clean"}])
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     recipes: list[RecipeConfig] = Field(default_factory=list)
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules imported before anything else is read: your own stages, evaluations, "
+        "objectives, attacks (each registers itself on import)",
+    )
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, modules: list[str]) -> list[str]:
+        try:
+            import_plugins(modules)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return modules
 
     def validated_stages(self) -> list[tuple[str, Any]]:
         return [
@@ -68,6 +83,18 @@ class ExperimentConfig(StrictConfig):
         return [
             parse_typed(entry, EVALUATIONS, f"evaluations[{i}]") for i, entry in enumerate(self.evaluations)
         ]
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import a config's plugin modules (they register their stages, evaluations ... on import)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"plugin module {name!r} cannot be imported ({exc}); give a dotted module name "
+                "and put its folder on PYTHONPATH (or install it)"
+            ) from None
 
 
 def parse_typed(entry: dict[str, Any], registry, where: str) -> tuple[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustcompress.experiments.config import import_plugins
 from robustcompress.experiments.store import ResultsStore
 
 
@@ -65,6 +66,8 @@ def load_results(folder: str | Path) -> Results:
     """Every model's latest metrics and every experiment's config, read-only."""
     store = ResultsStore.open(folder)
     configs, records = store.configs(), store.records()
+    for config in configs.values():  # their evaluations declare what their metrics mean
+        import_plugins(config.get("plugins", []))
 
     # (experiment, model) -> the artifact evaluated last and its metrics (an older artifact of the
     # same name, from before a config change, is superseded).
