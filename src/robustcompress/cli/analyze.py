@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from robustcompress.analysis import AnalysisConfig
 from robustcompress.cli.common import (
     FRACTION,
     checkpoint_data,
     common_options,
     data_options,
+    literal_choices,
     print_json,
     user_errors,
 )
@@ -40,13 +42,21 @@ Examples:
     help="Figure folder.",
 )
 @data_options
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--norm",
+    type=click.Choice(literal_choices(AnalysisConfig, "norm")),
+    default="linf",
+    show_default=True,
+)
 @click.option("--eps", type=FRACTION, default=0.1, show_default=True, help="Attack radius (8/255 accepted).")
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="PGD steps.")
 @click.option(
-    "--direction", type=click.Choice(["pgd", "gradient"]), default="pgd", show_default=True,
+    "--direction",
+    type=click.Choice(literal_choices(AnalysisConfig, "direction")),
+    default="pgd",
+    show_default=True,
     help="Adversarial direction: the PGD perturbation or the gradient (sign for linf).",
-)  # fmt: skip
+)
 @click.option("--n-images", type=click.IntRange(min=1), default=20, show_default=True,
               help="Test images whose boundary distances are measured.")  # fmt: skip
 @click.option("--n-random", type=click.IntRange(min=1), default=8, show_default=True,
@@ -78,14 +88,11 @@ def analyze(
     images of one class, layer by layer (paper 003). A model without input gradients (e.g. a real
     int8 model) gets the figures that need only predictions.
     """
-    from robustcompress.analysis import AnalysisConfig
     from robustcompress.analysis import analyze as run_analysis
     from robustcompress.checkpoint import load_checkpoint
     from robustcompress.cli.common import split_list
     from robustcompress.device import resolve_device
-    from robustcompress.plugins import load_plugins
 
-    load_plugins()
     if not boundary and not tsne:
         boundary = tsne = True
     cfg = AnalysisConfig.parse(

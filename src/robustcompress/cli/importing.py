@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from robustcompress.cli.common import common_options, data_options, print_json, user_errors
+from robustcompress.cli.common import common_options, data_options, listing, print_json, user_errors
 from robustcompress.errors import ConfigError
+from robustcompress.models import MODELS
 
 
 def _log(msg: str) -> None:
@@ -32,7 +33,7 @@ Examples:
     "--model",
     "model_name",
     required=True,
-    help="Zoo model (cnn8, resnet18/34/50, vgg11/16/19, mobilenetv2) or package.module:factory.",
+    help=f"Zoo model ({listing(MODELS.names())}) or your own as package.module:factory.",
 )
 @click.option(
     "--weights",

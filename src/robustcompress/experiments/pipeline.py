@@ -167,24 +167,8 @@ def _parent_metrics(
     parent: nn.Module, evaluations: EvaluationList, ctx: EvalContext
 ) -> dict[str, Any] | None:
     """The parent's metrics of the evaluations that compare with a baseline's (None if none does)."""
-    wanted = [(name, cfg) for name, cfg in evaluations if "baseline_metrics" in needs(name)]
+    wanted = [(n, cfg) for n, cfg in evaluations if "baseline_metrics" in EVALUATIONS.get(n).needs]
     if not wanted:
         return None
     parent_ctx = EvalContext(data=ctx.data, device=ctx.device, seed=ctx.seed, log=ctx.log)
     return run_evaluations(parent, wanted, parent_ctx, label="parent")
-
-
-def needs(eval_type: str) -> frozenset[str]:
-    """What an evaluation reads from its context besides the data: "parent", "baseline_metrics".
-
-    Read from the evaluation's registration (`needs`); evaluations registered without it fall
-    back to NEEDS_UNTIL_DECLARED.
-    """
-    declared = getattr(EVALUATIONS.get(eval_type), "needs", None)
-    return frozenset(declared) if declared is not None else NEEDS_UNTIL_DECLARED.get(eval_type, frozenset())
-
-
-# TEMPORARY, until `register_evaluation(..., needs=...)` lands in evaluation/registry.py: the one
-# evaluation that compares with the baseline's own metrics (mCE, relative mCE). Delete once the
-# corruption evaluation declares `needs=["parent", "baseline_metrics"]`.
-NEEDS_UNTIL_DECLARED: dict[str, frozenset[str]] = {"corruption": frozenset({"parent", "baseline_metrics"})}
