@@ -7,9 +7,9 @@ import torch
 
 from robustcompress.checkpoint import load_checkpoint, save_checkpoint
 from robustcompress.compression.clustering import ClusterConfig, is_clustered, kmeans_1d
-from robustcompress.compression.finetune import finetune
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation import accuracy
+from robustcompress.training.finetune import FinetuneSpec, finetune_config, finetune_model
 from tests.test_quant_helpers import context, layers, run_stage, small_splits, zero_smallest
 
 
@@ -27,7 +27,8 @@ def test_clustered_layers_keep_at_most_2_to_bits_values_through_finetuning(train
     for _, m in layers(clustered):
         assert is_clustered(m) and m.weight.unique().numel() <= 16
     tuned = clustered
-    finetune(tuned, context(data), epochs=1, lr=1e-3, patience=None)
+    ctx = context(data)
+    finetune_model(tuned, ctx, finetune_config(ctx.train, FinetuneSpec(epochs=1, lr=1e-3, optimizer="adam")))
     moved = 0
     for name, m in layers(tuned):
         assert m.weight.unique().numel() <= 16, name

@@ -96,7 +96,7 @@ def test_preset_entries_expand_with_their_budget_and_strength():
     entry = {"type": "preset", "name": "deep-compression", "epochs": 2, "amount": 0.8}
     stages = expand_presets([entry])
     assert [s["type"] for s in stages] == ["prune", "finetune", "cluster"]
-    assert stages[0]["amount"] == 0.8 and stages[1]["epochs"] == 2 and stages[2]["finetune_epochs"] == 2
+    assert stages[0]["amount"] == 0.8 and stages[1]["epochs"] == 2 and stages[2]["epochs"] == 2
     cfg = ExperimentConfig.parse({"name": "p", "stages": [entry]})
     assert [name for name, _ in cfg.validated_stages()] == ["prune", "finetune", "cluster"]
     with pytest.raises(ConfigError, match="unknown key.*speed.*allowed: name, epochs"):

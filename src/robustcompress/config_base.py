@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from robustcompress.errors import ConfigError
 
@@ -17,14 +17,38 @@ class StrictConfig(BaseModel):
     # Fields added after results were cached whose defaults keep the earlier behaviour: left out of
     # cache keys while at their defaults, so adding an option does not invalidate finished work.
     KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ()
+    # Fields renamed after results were cached: {field: its old name}. Configs may still use the old
+    # names, and cache keys keep them, so a rename invalidates no finished work.
+    OLD_NAMES: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_names(cls, data: Any) -> Any:
+        """A config using any old name that is no longer a field is read entirely in the old names.
+
+        Old names that are fields again with a new meaning (qat's `batch_size`, once the calibration
+        batch) are thus read the old way only beside other old names, as they were written.
+        """
+        if not cls.OLD_NAMES or not isinstance(data, dict):
+            return data
+        field_of = {old: new for new, old in cls.OLD_NAMES.items()}
+        if not any(key in field_of and key not in cls.model_fields for key in data):
+            return data
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            name = field_of.get(key, key)
+            if name in out:
+                raise ValueError(f"'{name}' is given twice, also as its old name '{cls.OLD_NAMES[name]}'")
+            out[name] = value
+        return out
 
     def key_dict(self) -> dict[str, Any]:
-        """The fields that identify this config's result in a cache (see KEY_OMITS_DEFAULT)."""
+        """The fields that identify this config's result in a cache (see KEY_OMITS_DEFAULT, OLD_NAMES)."""
         data = self.model_dump()
         for name in self.KEY_OMITS_DEFAULT:
             if data[name] == type(self).model_fields[name].get_default(call_default_factory=True):
                 del data[name]
-        return data
+        return {self.OLD_NAMES.get(name, name): value for name, value in data.items()}
 
     @classmethod
     def parse(cls, data: dict[str, Any], where: str = "") -> StrictConfig:

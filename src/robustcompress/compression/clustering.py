@@ -14,7 +14,7 @@ change, so fine-tuning never adds new values: a clustered layer holds at most K 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +22,18 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robustcompress.compression.finetune import finetune
-from robustcompress.compression.layers import bake_foreign, layer_type, parametrizations_of, weighted_layers
+from robustcompress.compression.layers import (
+    bake_foreign,
+    layer_type,
+    matches_any,
+    parametrizations_of,
+    weighted_layers,
+)
 from robustcompress.compression.storage import WeightStorage, weight_storage
 from robustcompress.compression.structure import add_structure, register_structure
 from robustcompress.errors import ConfigError
-from robustcompress.stages import StageConfig, StageContext, register_stage
+from robustcompress.stages import StageContext, register_stage
+from robustcompress.training.finetune import PAPER000, FinetuneSpec, finetune_config, finetune_model
 
 Init = Literal["linear", "density", "kmeans++", "random"]
 
@@ -163,8 +169,13 @@ def cluster_layer(
     return param
 
 
-class ClusterConfig(StageConfig):
-    """Weight clustering: K = `clusters`, else 2**`bits`; per-type bits override both."""
+class ClusterConfig(FinetuneSpec):
+    """Weight clustering: K = `clusters`, else 2**`bits`; per-type bits override both.
+
+    Cluster-preserving fine-tuning follows paper 000 (Adam, constant lr 1e-4, patience 5) unless
+    the fine-tuning fields say otherwise; `finetune_epochs` and `skip` are the old names of
+    `epochs` and `exclude`.
+    """
 
     clusters: int | None = Field(None, ge=2, le=65536, description="number of centroids per group")
     bits: int | None = Field(None, ge=1, le=16, description="2**bits centroids per group")
@@ -174,12 +185,19 @@ class ClusterConfig(StageConfig):
     per_channel: bool = False
     preserve_sparsity: bool = True
     layers: list[Literal["conv", "linear"]] = ["conv", "linear"]
-    skip: list[str] = Field(default_factory=list, description="layer names to leave unclustered")
+    exclude: list[str] = Field(
+        default_factory=list, description="fnmatch patterns of layers to leave unclustered"
+    )
     min_weights: int = Field(64, ge=0, description="leave layers with fewer weights unclustered")
-    finetune_epochs: int = Field(0, ge=0, description="cluster-preserving fine-tuning epochs")
+    epochs: int = Field(0, ge=0, description="cluster-preserving fine-tuning epochs")
     lr: float = Field(1e-4, gt=0)
     patience: int | None = Field(5, ge=1)
-    batch_size: int | None = Field(None, ge=1, description="None: the experiment's batch size")
+
+    OLD_NAMES: ClassVar[dict[str, str]] = {"epochs": "finetune_epochs", "exclude": "skip"}
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "objective", "objective_params", "optimizer", "momentum", "weight_decay", "schedule",
+        "max_steps_per_epoch", "sam_rho",
+    )  # fmt: skip
 
     def clusters_for(self, kind: str) -> int | None:
         per_type = self.conv_bits if kind == "conv" else self.linear_bits
@@ -197,12 +215,14 @@ def cluster_model(model: nn.Module, cfg: ClusterConfig, seed: int = 0) -> dict[s
     done: dict[str, dict] = {}
     for name, module in weighted_layers(model, tuple(cfg.layers)):
         k = cfg.clusters_for(layer_type(module))
-        if k is None or name in cfg.skip or module.weight.numel() < max(cfg.min_weights, 1):
+        if k is None or matches_any(name, cfg.exclude) or module.weight.numel() < max(cfg.min_weights, 1):
             continue
         p = cluster_layer(module, k, cfg.init, cfg.per_channel, cfg.preserve_sparsity, seed)
         done[name] = {"groups": p.groups, "clusters": k}
     if not done:
-        raise ConfigError("cluster stage found no layer to cluster; check `layers`, `skip` and `min_weights`")
+        raise ConfigError(
+            "cluster stage found no layer to cluster; check `layers`, `exclude` and `min_weights`"
+        )
     return done
 
 
@@ -211,8 +231,10 @@ def cluster_stage(model: nn.Module, cfg: ClusterConfig, ctx: StageContext) -> nn
     layers = cluster_model(model, cfg, seed=ctx.seed)
     add_structure(model, "clustered", layers=layers)
     ctx.log(f"clustered {len(layers)} layers ({cfg.init} init)")
-    if cfg.finetune_epochs:
-        finetune(model, ctx, cfg.finetune_epochs, cfg.lr, cfg.patience, cfg.batch_size)
+    if cfg.epochs:
+        finetune_model(
+            model, ctx, finetune_config(ctx.train, cfg, PAPER000), "cluster-preserving fine-tuning"
+        )
     return model
 
 

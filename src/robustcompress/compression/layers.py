@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fnmatch
+from collections.abc import Iterable, Iterator
 
-import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -22,6 +22,11 @@ def weighted_layers(
     for name, module in model.named_modules():
         if isinstance(module, WEIGHTED) and layer_type(module) in types:
             yield name, module
+
+
+def matches_any(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a layer name is one of `patterns` (fnmatch; an exact name matches even with [ ] * ?)."""
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def parametrizations_of(module: nn.Module, tensor: str = "weight") -> list[nn.Module]:
@@ -54,11 +59,6 @@ def bake_foreign(module: nn.Module, keep: tuple[type, ...]) -> None:
     plist = parametrizations_of(module)
     if plist and not any(isinstance(p, keep) for p in plist):
         bake_parametrizations(module)
-
-
-def effective_weight(module: nn.Module) -> torch.Tensor:
-    """The weight the forward pass uses (parametrizations applied), detached."""
-    return module.weight.detach()
 
 
 def get_submodule_parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:

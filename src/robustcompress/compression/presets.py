@@ -27,7 +27,7 @@ _CLUSTER = {
     "type": "cluster",
     "clusters": 16,
     "preserve_sparsity": False,
-    "finetune_epochs": EPOCHS,
+    "epochs": EPOCHS,
     "lr": LR,
     "patience": PATIENCE,
 }
@@ -98,10 +98,8 @@ def preset_stages(
     stages = copy.deepcopy(PRESETS[name])
     for stage in stages:
         kind = stage["type"]
-        if epochs is not None:
-            for key in ("epochs", "finetune_epochs"):
-                if key in stage:
-                    stage[key] = epochs
+        if epochs is not None and "epochs" in stage:
+            stage["epochs"] = epochs
         if amount is not None and kind == "prune":
             stage["amount"] = amount
         if clusters is not None and kind == "cluster":

@@ -9,16 +9,19 @@ from pydantic import Field
 
 from robustcompress.config_base import StrictConfig
 
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "step", "cosine"]
+
 
 class TrainConfig(StrictConfig):
     epochs: int = Field(10, ge=0, description="maximum number of epochs")
     batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["constant", "step", "cosine"] = "cosine"
+    schedule: Schedule = "cosine"
     step_every: int = Field(10, ge=1, description="epochs between lr drops (schedule = step)")
     gamma: float = Field(0.1, gt=0, le=1, description="lr factor at each drop (schedule = step)")
     warmup_epochs: int = Field(0, ge=0)

@@ -25,14 +25,11 @@ from robustcompress.compression.pruning.structured import (
     prune_channels,
     select_channels,
 )
-from robustcompress.compression.pruning.structures import register_structures
 from robustcompress.compression.pruning.unstructured import (
     magnitude_masks,
     prunable_layers,
     prune_unstructured,
 )
-
-register_structures()
 
 __all__ = [
     "IMPORTANCES",

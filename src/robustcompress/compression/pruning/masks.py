@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robustcompress.compression.pruning.record import record_structure
+from robustcompress.compression.structure import register_structure, replace_structure
 
 
 class PruningMask(nn.Module):
@@ -73,7 +73,7 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], record: bool =
         original = module.parametrizations[param].original
         original.mul_(mask.to(original.dtype))
     if record and masks:
-        record_structure(model, "prune_masks", names=sorted(masks_of(model)))
+        replace_structure(model, "prune_masks", names=sorted(masks_of(model)))
     return model
 
 
@@ -112,7 +112,7 @@ def bake_masks(model: nn.Module, record: bool = True) -> nn.Module:
             parametrize.remove_parametrizations(module, param, leave_parametrized=True)
             baked = True
     if record and baked:
-        record_structure(model, "prune_baked")
+        replace_structure(model, "prune_baked")
     return model
 
 
@@ -128,5 +128,12 @@ def register_mask_slots(model: nn.Module, names: list[str]) -> nn.Module:
     return model
 
 
-def sparsity_of(tensor: torch.Tensor) -> float:
-    return float((tensor == 0).sum().item()) / max(tensor.numel(), 1)
+@register_structure("prune_masks")
+def _replay_masks(model: nn.Module, params: dict) -> nn.Module:
+    """Mask slots on the "module.param" tensors named; the state dict fills them."""
+    return register_mask_slots(model, list(params["names"]))
+
+
+@register_structure("prune_baked")
+def _replay_baked(model: nn.Module, params: dict) -> nn.Module:
+    return bake_masks(model, record=False)

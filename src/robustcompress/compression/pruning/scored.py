@@ -12,7 +12,6 @@ applies ordinary pruning masks: the result is the same kind of model the `prune`
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
+from robustcompress.compression.layers import matches_any
 from robustcompress.compression.pruning.graph import DependencyGraph
 from robustcompress.compression.pruning.importance import channel_importance
 from robustcompress.compression.pruning.masks import apply_masks
@@ -105,7 +105,7 @@ class MaskSpace:
         groups = {
             key: classes
             for key, classes in graph.layer_groups().items()
-            if not any(fnmatch.fnmatchcase(n, p) or n == p for n in key for p in exclude)
+            if not any(matches_any(n, exclude) for n in key)
         }
         if not groups:
             raise ConfigError("no prunable channel groups left: check 'exclude'")

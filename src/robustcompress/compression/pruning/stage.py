@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from robustcompress.compression.pruning.importance import IMPORTANCES
 from robustcompress.compression.pruning.schedule import GradualPruning, iterative_amounts
 from robustcompress.compression.pruning.structured import harden, prune_channels
 from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.compression.pruning.unstructured import prunable_layers, prune_unstructured
 from robustcompress.errors import ConfigError
-from robustcompress.stages import StageConfig, StageContext, register_stage
+from robustcompress.stages import StageContext, register_stage
+from robustcompress.training.finetune import FinetuneSpec, finetune_config, tenth_lr
 
 
-class PruneConfig(StageConfig):
-    """How to prune. `amount` is the target sparsity (unstructured) or channel ratio (channel)."""
+class PruneConfig(FinetuneSpec):
+    """How to prune. `amount` is the target sparsity (unstructured) or channel ratio (channel).
+
+    Iterative and gradual schedules fine-tune with the fine-tuning fields (`finetune_epochs` is the
+    old name of `epochs`): the experiment's optimiser at a tenth of its lr and, unlike the other
+    stages, no early stopping unless `patience` is set. `schedule` here is the pruning schedule.
+    """
 
     method: Literal["global", "layerwise", "channel"] = "global"
     amount: float = Field(0.5, gt=0, lt=1)
@@ -27,16 +34,15 @@ class PruneConfig(StageConfig):
     exclude: list[str] = Field(default_factory=list, description="fnmatch patterns of module names to keep")
     overrides: dict[str, float] = Field(default_factory=dict, description="module-name pattern -> own amount")
     # channel pruning
-    importance: Literal["l1", "l2", "bn_scale", "random"] = "l1"
+    importance: str = Field("l1", description="channel importance, one of IMPORTANCES")
     scope: Literal["layer", "global"] = "layer"
     round_to: int = Field(1, ge=1)
     harden: bool = Field(True, description="channel: cut the pruned channels out (smaller, faster model)")
     # schedules
     schedule: Literal["oneshot", "iterative", "gradual"] = "oneshot"
     steps: int = Field(3, ge=1, description="iterative: number of pruning steps to reach `amount`")
-    finetune_epochs: int = Field(1, ge=0, description="iterative: epochs after each step; gradual: total")
+    epochs: int = Field(1, ge=0, description="iterative: epochs after each step; gradual: total")
     lr: float | None = Field(None, gt=0, description="fine-tuning lr (default: a tenth of the training lr)")
-    max_steps_per_epoch: int | None = Field(None, ge=1)
     begin_step: int = Field(0, ge=0, description="gradual: first pruning step")
     end_step: int | None = Field(
         None, ge=1, description="gradual: last pruning step (default 3/4 of training)"
@@ -44,6 +50,22 @@ class PruneConfig(StageConfig):
     frequency: int = Field(50, ge=1, description="gradual: steps between mask updates")
     power: float = Field(3.0, gt=0, description="gradual: exponent of the polynomial decay")
     initial_amount: float = Field(0.0, ge=0, lt=1, description="gradual: sparsity at begin_step")
+
+    FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = tuple(
+        f for f in FinetuneSpec.FINETUNE_FIELDS if f != "schedule"
+    )
+    OLD_NAMES: ClassVar[dict[str, str]] = {"epochs": "finetune_epochs"}
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "objective", "objective_params", "optimizer", "momentum", "weight_decay", "batch_size", "patience",
+        "sam_rho",
+    )  # fmt: skip
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, value: str) -> str:
+        if value not in IMPORTANCES:
+            raise ValueError(f"unknown channel importance {value!r}; choose one of: {', '.join(IMPORTANCES)}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PruneConfig:
@@ -83,20 +105,8 @@ def _channel_exclude(model: nn.Module, cfg: PruneConfig) -> list[str]:
     return exclude
 
 
-def _train_config(ctx: StageContext, cfg: PruneConfig, epochs: int, restore_best: bool = True):
-    from robustcompress.training import TrainConfig
-
-    base = ctx.train or TrainConfig()
-    overrides = {
-        "epochs": epochs,
-        "lr": cfg.lr if cfg.lr is not None else base.lr * 0.1,
-        "warmup_epochs": 0,
-        "patience": None,
-        "restore_best": restore_best,
-    }
-    if cfg.max_steps_per_epoch is not None:
-        overrides["max_steps_per_epoch"] = cfg.max_steps_per_epoch
-    return TrainConfig.parse({**base.model_dump(), **overrides}, where="prune")
+def _train_config(ctx: StageContext, cfg: PruneConfig, restore_best: bool = True):
+    return finetune_config(ctx.train, cfg, {**tenth_lr(ctx.train), "restore_best": restore_best})
 
 
 @register_stage("prune", PruneConfig)
@@ -126,11 +136,11 @@ def _iterative(model: nn.Module, cfg: PruneConfig, ctx: StageContext, prune_to) 
     from robustcompress.training import fit
 
     _need_data(ctx, cfg)
-    train_cfg = _train_config(ctx, cfg, cfg.finetune_epochs)
+    train_cfg = _train_config(ctx, cfg)
     for i, amount in enumerate(iterative_amounts(cfg.amount, cfg.steps)):
         prune_to(model, amount)
         ctx.log(f"iterative pruning step {i + 1}/{cfg.steps}: amount {amount:.3f}")
-        if cfg.finetune_epochs:
+        if cfg.epochs:
             fit(model, ctx.data, train_cfg, device=ctx.device, seed=ctx.seed + i, progress=_progress(ctx))
 
 
@@ -138,14 +148,14 @@ def _gradual(model: nn.Module, cfg: PruneConfig, ctx: StageContext, prune_to) ->
     from robustcompress.training import fit
 
     _need_data(ctx, cfg)
-    if cfg.finetune_epochs == 0:
-        raise ConfigError("prune schedule 'gradual' needs finetune_epochs >= 1 (it prunes while training)")
+    if cfg.epochs == 0:
+        raise ConfigError("prune schedule 'gradual' needs epochs >= 1 (it prunes while training)")
     # restore_best would bring back an earlier, less sparse epoch
-    train_cfg = _train_config(ctx, cfg, cfg.finetune_epochs, restore_best=False)
+    train_cfg = _train_config(ctx, cfg, restore_best=False)
     steps = math.ceil(len(ctx.data.train) / train_cfg.batch_size)
     if train_cfg.max_steps_per_epoch:
         steps = min(steps, train_cfg.max_steps_per_epoch)
-    total = steps * cfg.finetune_epochs
+    total = steps * cfg.epochs
     end = cfg.end_step or max(cfg.begin_step + 1, int(0.75 * total))
     callback = GradualPruning(prune_to, cfg.amount, cfg.begin_step, end, cfg.frequency, cfg.initial_amount,
                               cfg.power)  # fmt: skip

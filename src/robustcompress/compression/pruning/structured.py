@@ -8,17 +8,17 @@ smaller model computes the same outputs as the masked one.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from robustcompress.compression.layers import matches_any
 from robustcompress.compression.pruning.graph import ChannelClass, DependencyGraph
 from robustcompress.compression.pruning.importance import channel_importance
 from robustcompress.compression.pruning.masks import apply_masks, bake_masks, is_masked
-from robustcompress.compression.pruning.record import record_structure
+from robustcompress.compression.structure import add_structure, register_structure
 from robustcompress.errors import UnsupportedModelError
 
 
@@ -33,10 +33,6 @@ def example_input_for(model: nn.Module, batch: int = 1) -> torch.Tensor:
     device = next(model.parameters()).device
     size = spec.get("input_size", 32)
     return torch.zeros(batch, spec.get("in_channels", 3), size, size, device=device)
-
-
-def _match(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) or name == p for p in patterns)
 
 
 def _keep_count(n: int, amount: float, round_to: int) -> int:
@@ -71,10 +67,10 @@ def select_channels(
     chosen: set[int] = set()
     pool: list[tuple[float, int, tuple[str, ...]]] = []
     for key, classes in groups.items():
-        if any(_match(name, exclude) for name in key):
+        if any(matches_any(name, exclude) for name in key):
             continue
         scores = torch.tensor([score_of[c.root] for c in classes], dtype=torch.float64)
-        group_amount = next((a for p, a in overrides.items() for name in key if _match(name, [p])), None)
+        group_amount = next((a for p, a in overrides.items() for name in key if matches_any(name, [p])), None)
         if scope == "layer" or group_amount is not None:
             keep = _keep_count(len(classes), amount if group_amount is None else group_amount, round_to)
             order = torch.argsort(scores, stable=True)
@@ -191,7 +187,7 @@ def harden(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Mo
         new = _sliced(use.module, use.kind, keep_in, keep_out)
         _set_submodule(model, name, new)
         shapes[name] = _shape_entry(new)
-    record_structure(model, "channel_pruned", replace_same=False, modules=shapes)
+    add_structure(model, "channel_pruned", modules=shapes)
     return model
 
 
@@ -269,3 +265,8 @@ def rebuild_shapes(model: nn.Module, modules: dict[str, dict[str, int]]) -> nn.M
         new = resized(old, shape["in"], shape["out"], shape.get("groups", 1))
         _set_submodule(model, name, new)
     return model
+
+
+@register_structure("channel_pruned")
+def _replay_channels(model: nn.Module, params: dict) -> nn.Module:
+    return rebuild_shapes(model, params["modules"])

@@ -7,13 +7,13 @@ position, so counts are exact. Weights that are already zero count as pruned (sp
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from robustcompress.compression.layers import matches_any
 from robustcompress.compression.pruning.masks import apply_masks
 from robustcompress.errors import ConfigError
 
@@ -46,7 +46,7 @@ def prunable_layers(
     if keep_last and all_layers and all_layers[-1] in names:
         names.remove(all_layers[-1])
     exclude = list(exclude)
-    names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+    names = [n for n in names if not matches_any(n, exclude)]
     if not names:
         raise ConfigError("no prunable layers left: check 'layers', 'exclude', 'keep_first' and 'keep_last'")
     return names
@@ -82,9 +82,7 @@ def magnitude_masks(
         raise ConfigError(f"unknown unstructured method {method!r}; choose 'global' or 'layerwise'")
     overrides = overrides or {}
     weights = {n: model.get_submodule(n).weight.detach() for n in names}
-    own = {
-        n: next((a for p, a in overrides.items() if fnmatch.fnmatchcase(n, p) or n == p), None) for n in names
-    }
+    own = {n: next((a for p, a in overrides.items() if matches_any(n, [p])), None) for n in names}
     masks = {}
     pool = [n for n in names if own[n] is None]
     if method == "layerwise":

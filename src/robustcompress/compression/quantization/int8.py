@@ -17,7 +17,7 @@ import io
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -270,18 +270,22 @@ def int8_from_onnx(data: bytes) -> Int8Model:
 
 
 class Int8Config(StageConfig):
+    """Real int8 through ONNX Runtime; `batch_size` is the old name of `calibration_batch_size`."""
+
     calibration_images: int = Field(512, ge=1, description="training images used to calibrate activations")
-    batch_size: int = Field(64, ge=1)
+    calibration_batch_size: int = Field(64, ge=1)
     per_channel: bool | None = None
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
+
+    OLD_NAMES: ClassVar[dict[str, str]] = {"calibration_batch_size": "batch_size"}
 
 
 @register_stage("int8", Int8Config)
 def int8_stage(model: nn.Module, cfg: Int8Config, ctx: StageContext) -> nn.Module:
     calib = ctx.data.train.x[: cfg.calibration_images]
     qmodel = carry_metadata(
-        model, to_int8(model, calib, cfg.batch_size, cfg.per_channel, cfg.method, cfg.exporter)
+        model, to_int8(model, calib, cfg.calibration_batch_size, cfg.per_channel, cfg.method, cfg.exporter)
     )
     add_structure(qmodel, "int8", **qmodel.structure_params())
     ctx.log(f"converted to ONNX Runtime int8 ({sum(qmodel.weight_bytes().values())} tensor bytes)")

@@ -9,7 +9,7 @@ clustered layers are quantized per tensor so they keep at most K values.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -17,8 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from robustcompress.compression.clustering import ClusteredWeight, clustered_parametrization
-from robustcompress.compression.finetune import finetune
-from robustcompress.compression.layers import bake_foreign, parametrizations_of, weighted_layers
+from robustcompress.compression.layers import bake_foreign, matches_any, parametrizations_of, weighted_layers
 from robustcompress.compression.quantization.bn import fold_batchnorm, replay_folded
 from robustcompress.compression.quantization.fake import (
     ActFakeQuant,
@@ -30,29 +29,51 @@ from robustcompress.compression.structure import add_structure, register_structu
 from robustcompress.errors import ConfigError
 from robustcompress.modes import eval_mode
 from robustcompress.stages import StageConfig, StageContext, register_stage
+from robustcompress.training.finetune import PAPER000, FinetuneSpec, finetune_config, finetune_model
 
 
 class PTQConfig(StageConfig):
+    """Simulated quantization; `batch_size` and `skip` are the old names of `calibration_batch_size`
+    and `exclude`."""
+
     bits: int = Field(8, ge=1, le=16, description="weight bit width (paper 003 sweeps 16, 8, 4, 2, 1)")
     act_bits: int | None = Field(None, ge=0, le=16, description="activation bits; None = bits, 0 = float")
     per_channel: bool = True
     observer: Observer = "minmax"
     percentile: float = Field(99.99, gt=50, le=100)
     calibration_batches: int = Field(8, ge=1)
-    batch_size: int = Field(64, ge=1)
+    calibration_batch_size: int = Field(64, ge=1)
     fold_bn: bool = True
     preserve_sparsity: bool = True
     layers: list[Literal["conv", "linear"]] = ["conv", "linear"]
-    skip: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=list, description="fnmatch patterns of layers to leave in float"
+    )
+
+    OLD_NAMES: ClassVar[dict[str, str]] = {"calibration_batch_size": "batch_size", "exclude": "skip"}
 
 
-class QATConfig(PTQConfig):
+class QATConfig(PTQConfig, FinetuneSpec):
+    """PTQ, then paper 000's fine-tuning through the quantizers (Adam, constant lr 1e-4, patience 5).
+
+    `batch_size` is the fine-tuning batch (old name `train_batch_size`); a config that uses old
+    names (`train_batch_size`, `skip`) is read entirely in them, `batch_size` then being the
+    calibration batch as it was.
+    """
+
     epochs: int = Field(3, ge=0)
     lr: float = Field(1e-4, gt=0)
     patience: int | None = Field(5, ge=1)
     lsq: bool = False
     observer: Observer = "moving_average"
-    train_batch_size: int | None = Field(None, ge=1, description="None: the experiment's batch size")
+
+    OLD_NAMES: ClassVar[dict[str, str]] = {
+        "calibration_batch_size": "batch_size", "batch_size": "train_batch_size", "exclude": "skip",
+    }  # fmt: skip
+    KEY_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "objective", "objective_params", "optimizer", "momentum", "weight_decay", "schedule",
+        "max_steps_per_epoch", "sam_rho",
+    )  # fmt: skip
 
 
 def _attach(module: nn.Module, spec: dict) -> None:
@@ -72,7 +93,7 @@ def quantize_model(model: nn.Module, cfg: PTQConfig, lsq: bool = False) -> dict[
     act_bits = cfg.bits if cfg.act_bits is None else cfg.act_bits
     specs: dict[str, dict] = {}
     for name, module in weighted_layers(model, tuple(cfg.layers)):
-        if name in cfg.skip:
+        if matches_any(name, cfg.exclude):
             continue
         if any(isinstance(p, WeightFakeQuant) for p in parametrizations_of(module)):
             raise ConfigError(f"layer {name!r} is already quantized; use one ptq/qat stage per model")
@@ -91,7 +112,7 @@ def quantize_model(model: nn.Module, cfg: PTQConfig, lsq: bool = False) -> dict[
             wq.calibrate(parametrize_input(module, wq))
         specs[name] = spec
     if not specs:
-        raise ConfigError("quantization found no layer to quantize; check `layers` and `skip`")
+        raise ConfigError("quantization found no layer to quantize; check `layers` and `exclude`")
     return specs
 
 
@@ -130,7 +151,7 @@ def _prepare(model: nn.Module, cfg: PTQConfig, ctx: StageContext, lsq: bool) -> 
             add_structure(model, "bn_folded", pairs=[list(p) for p in pairs])
     specs = quantize_model(model, cfg, lsq=lsq)
     add_structure(model, "fake_quant", layers=specs)
-    calibrate(model, ctx.data.train.x, cfg.calibration_batches, cfg.batch_size, ctx.device)
+    calibrate(model, ctx.data.train.x, cfg.calibration_batches, cfg.calibration_batch_size, ctx.device)
     ctx.log(f"quantized {len(specs)} layers to {cfg.bits} bits (simulated)")
     return model
 
@@ -144,7 +165,8 @@ def ptq_stage(model: nn.Module, cfg: PTQConfig, ctx: StageContext) -> nn.Module:
 @register_stage("qat", QATConfig)
 def qat_stage(model: nn.Module, cfg: QATConfig, ctx: StageContext) -> nn.Module:
     model = _prepare(model, cfg, ctx, lsq=cfg.lsq)
-    finetune(model, ctx, cfg.epochs, cfg.lr, cfg.patience, cfg.train_batch_size)
+    if cfg.epochs:
+        finetune_model(model, ctx, finetune_config(ctx.train, cfg, PAPER000), "quantization-aware training")
     return model.eval()
 
 
