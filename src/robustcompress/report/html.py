@@ -28,11 +28,11 @@ from robustcompress.report.tables import Table, comparison_table, measured_objec
 REPORT_NAME = "report.html"
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child { text-align: left; white-space: nowrap; }
 th { background: #f4f4f4; } tr.front td:first-child { font-weight: bold; }
 .delta { color: #666; font-size: 0.85em; margin-left: 0.3em; white-space: nowrap; }
 .good .delta { color: #1a7f37; } .bad .delta { color: #c62828; }
@@ -46,6 +46,8 @@ td.flagged { color: #8a6d3b; font-style: italic; }
 ul.notes { font-size: 0.8em; color: #555; margin-top: 0; padding-left: 1.2em; }
 .summary { border: 1px solid #9ab; background: #f3f7fb; padding: 0.4em 1em; border-radius: 6px; }
 .summary h2 { border: none; margin-top: 0.3em; } .bad-text { color: #c62828; }
+.summary td, .summary th, .flags td, .flags th { text-align: left; }
+.summary { margin-bottom: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -284,6 +286,19 @@ def experiment_folder(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=,[]" else "_" for c in name)
 
 
+def _analysis_basis(kind: str, cfg: dict, limit: int | None) -> str:
+    """What an analysis figure was drawn from (defaults as robustcompress.analysis.AnalysisConfig)."""
+    cap = (lambda n: min(n, limit)) if limit else (lambda n: n)  # noqa: E731
+    budget = f"{cfg.get('norm', 'linf')} eps {cfg.get('eps', 0.1):g}, PGD {cfg.get('steps', 20)} steps"
+    if kind == "boundary-pca":
+        return f"{cap(cfg.get('pca_images', 1000))} test images (a {cfg.get('pca_resolution', 60)}-cell grid)"
+    if kind == "boundary-sections":
+        return f"{cfg.get('n_sections', 3)} test images; {budget}"
+    if kind == "tsne":
+        return f"{cfg.get('tsne_images', 100)} test images of class {cfg.get('tsne_class', 0)}; {budget}"
+    return f"{cap(cfg.get('n_images', 20))} test images; {budget}"
+
+
 def _analysis_section(results: Results) -> str:
     figures = analysis_figures(results)
     if not figures:
@@ -297,11 +312,13 @@ def _analysis_section(results: Results) -> str:
     for name, items in figures.items():
         config = results.configs.get(name) or {}
         cfg = next((c for c in config.get("evaluations") or [] if c.get("type") == "analysis"), {})
-        on = f"{cfg.get('n_images', 20)} test images, eps {cfg.get('eps', 0.1):g} ({cfg.get('norm', 'linf')})"
         parts.append(f"<h3>{e(name)}</h3>")
         for title, path in items:
             png = path.read_bytes()
             if png.startswith(b"\x89PNG"):
+                on = _analysis_basis(
+                    path.stem.split("-", 1)[-1], cfg, (config.get("data") or {}).get("limit_test")
+                )
                 parts.append(_figure_html(png, title, [f"measured on {on}"]))
     return "\n".join(parts)
 
@@ -336,7 +353,8 @@ def table_html(table: Table) -> str:
         body.append(f"<tr{front}>{''.join(tds)}</tr>")
     notes = "".join(f"<li>{e(n)}</li>" for n in table.notes)
     notes = f'<ul class="notes">{notes}</ul>' if notes else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"
+    table_tag = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll">{table_tag}</div>{notes}'
 
 
 def _flags_section(results: Results) -> str:
