@@ -138,7 +138,7 @@ def evaluate_adversarial(model: nn.Module, cfg: AdversarialEvalConfig, ctx: Eval
     )
     metrics = report.metrics()
     if twin is not None:
-        metrics["adv.white_box_via"] = "fake-quant twin (straight-through), examples judged on this model"
+        metrics["adv.white_box_via"] = "fake-quant twin (STE)"  # examples crafted there, judged here
     elif not differentiable:
         metrics["flag.nondifferentiable"] = (
             "no input gradients and no differentiable twin: only transfer and score-based attacks ran, "
