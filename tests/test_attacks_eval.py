@@ -275,3 +275,48 @@ def test_attack_command_json(model_data, data_root, tmp_path):
     )
     bad = CliRunner().invoke(main, [*args, "--attack", "nope", "--eps", "0.1"])
     assert bad.exit_code == 2 and "unknown attack" in bad.output
+
+
+@pytest.fixture(scope="module")
+def int8_cnn8(model_data):
+    from robustcompress.compression.quantization import to_int8
+
+    model, splits = model_data
+    return to_int8(model, splits.train.x[:256]), model, splits
+
+
+def test_the_int8_fake_quant_twin_computes_what_the_int8_model_computes(int8_cnn8):
+    qmodel, model, splits = int8_cnn8
+    twin = qmodel.differentiable_twin()
+    assert has_input_gradients(twin) and not has_input_gradients(qmodel)
+    x = splits.test.x[:200]
+    with torch.no_grad():
+        q, t, f = qmodel(x), twin(x), model(x)
+    assert (q.argmax(1) == t.argmax(1)).float().mean() >= 0.99
+    # the same quantization: the twin is far closer to the int8 logits than the float model is
+    assert (q - t).abs().mean() < 0.25 * (q - f).abs().mean()
+    xg = x[:8].clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(twin(xg), splits.test.y[:8]).backward()
+    assert (xg.grad.flatten(1).abs().amax(1) > 0).all()  # straight-through: gradients reach the input
+
+
+def test_an_int8_model_is_attacked_white_box_through_its_twin(int8_cnn8):
+    qmodel, model, splits = int8_cnn8
+    definition = EVALUATIONS.get("adversarial")
+    cfg = definition.config_cls.parse(
+        {
+            "attacks": ["pgd"],
+            "eps": [0.1],
+            "steps": 10,
+            "n_examples": 200,
+            "attack_params": {"square": {"queries": 10}},
+        }
+    )
+    metrics = definition.run(qmodel, cfg, EvalContext(data=splits, device=torch.device("cpu"), parent=model))
+    assert {"acc.pgd_linf_0.1", "acc.square_linf_0.1", "acc.transfer_linf_0.1"} <= set(metrics)
+    assert "flag.nondifferentiable" not in metrics and "twin" in metrics["adv.white_box_via"]
+    # the reported worst case is no higher than the twin's own white-box worst case plus 2 points
+    x, y = first(splits, 200)
+    twin_worst = evaluate_robustness(qmodel.differentiable_twin(), x, y, ["pgd"], 0.1, steps=10, sanity=False)
+    assert metrics["acc.worst_linf_0.1"] <= twin_worst.worst[0.1] + 0.02
+    assert not [k for k in metrics if k.startswith("flag.")]  # the checks ran on the twin and passed

@@ -101,6 +101,17 @@ width = 0.25
 [train]
 epochs = 1
 batch_size = 64
+[[evaluations]]
+type = "clean"
+[[evaluations]]
+type = "analysis"
+n_images = 3
+n_random = 2
+n_sections = 1
+section_resolution = 9
+pca_images = 40
+pca_resolution = 8
+steps = 2
 [[recipes]]
 name = "plain"
 stages = []
@@ -192,10 +203,13 @@ def test_study_table_deltas_and_pareto(study):
     assert cells["qat-int8"][5].text == "1" and cells["baseline"][5].text == ""
     markdown = table.markdown().splitlines()
     assert markdown[0] == "| model | pareto | acc.clean | mce | size.ratio | flags |"
-    assert markdown[1].startswith("| --- | ---: |") and len(markdown) == 2 + 5
+    assert markdown[1].startswith("| --- | ---: |") and markdown[2 + 5] == ""  # then the notes
+    assert markdown[-1] == table.notes[-1] and table.notes == [
+        "acc.clean: measured on 100 test images (baseline, tuned)"
+    ]
     text = table.text().splitlines()
     assert text[0].split() == ["model", "pareto", "acc.clean", "mce", "size.ratio", "flags"]
-    assert len({len(line) for line in text}) == 1  # aligned
+    assert len({len(line) for line in text[: 2 + 5]}) == 1  # aligned
     with pytest.raises(ConfigError, match="no measured metric matches column 'latency"):
         comparison_table(results, ["latency.cpu_ms.b1"])
     assert comparison_table(results, ["acc.*"]).header[2:4] == ["acc.clean", "acc.pgd_linf_0.1"]
@@ -309,3 +323,154 @@ def test_a_new_evaluation_declares_how_the_report_reads_its_metrics():
         MetricSpec("x", "count", "max")
     with pytest.raises(ValueError, match="unknown context"):
         register_evaluation("test-bad", EvalConfig, needs="data")
+
+
+# ---- the report a person reads: summary, flagged figures, what each number was measured on ----
+
+ADV_EVAL = {"type": "adversarial", "attacks": ["pgd"], "eps": [0.1], "steps": 10, "n_examples": 50}
+
+
+@pytest.fixture(scope="module")
+def flagged_study(study, tmp_path_factory):
+    """The study plus an int8 model whose high robust accuracy carries a masking flag."""
+    src, base = study
+    folder = tmp_path_factory.mktemp("flagged")
+    shutil.copy(src / "results.sqlite", folder / "results.sqlite")
+    store = ResultsStore(folder / "results.sqlite")
+    art = next(iter(load_results(folder).comparison_rows())).artifact
+    config = {
+        "name": "tiny/int8-masked",
+        "data": {"dataset": "fashion-mnist", "limit_test": 100},
+        "model": {"name": "cnn8", "width": 0.25},
+        "evaluations": [{"type": "clean"}, ADV_EVAL],
+        "stages": [{"type": "int8"}],
+    }
+    store.add_experiment("tiny/int8-masked", config)
+    store.add_metrics("tiny/int8-masked", "baseline", art, "clean", {"acc.clean": base["acc.clean"]})
+    final = {
+        "acc.clean": base["acc.clean"] - 0.01,
+        "acc.pgd_linf_0.1": 0.476,  # the best robust accuracy of all, but only measured by transfer
+        "acc.worst_linf_0.1": 0.476,
+        "adv.n_examples": 50,
+        "adv.clean_acc": 0.6,
+        "flag.nondifferentiable": "no input gradients: only transfer and score-based attacks ran",
+        "size.ratio": 4.0,
+    }
+    store.add_metrics("tiny/int8-masked", "final", "int8-art", "all", final)
+    return folder
+
+
+def test_flagged_figures_are_marked_and_kept_off_fronts_and_best(flagged_study):
+    results = load_results(flagged_study)
+    goals = [ACC, ("acc.pgd_linf_0.1", "max")]
+    table = comparison_table(results, ["acc.clean", "acc.pgd_linf_0.1"], objectives=goals)
+    cells = {row[0].text: row for row in table.rows}
+    masked = cells["int8-masked"]
+    assert masked[3].text == "47.60%\u2020" and masked[3].flagged and masked[3].sign == 0  # not green
+    assert not masked[2].flagged  # its clean accuracy was not measured under the flag
+    assert masked[1].text == ""  # off the front: its robust figure cannot be trusted
+    assert cells["prune50"][1].text == "yes"  # 30% PGD is now the best trusted robust accuracy
+    assert any(n.startswith("\u2020 measured by an evaluation that raised") for n in table.notes)
+    assert (
+        "acc.pgd_linf_0.1: measured on 50 test images; L-inf eps 0.1; pgd (10 steps) (int8-masked)"
+        in " ".join(table.notes)
+    )
+    # the user may let them compete: still marked, now on the front
+    table = comparison_table(
+        results, ["acc.clean", "acc.pgd_linf_0.1"], objectives=goals, include_flagged=True
+    )
+    masked = next(row for row in table.rows if row[0].text == "int8-masked")
+    assert masked[1].text == "yes" and masked[3].flagged
+
+    html = write_report(flagged_study, flagged_study / "r.html", objectives=goals).read_text()
+    summary = html[html.index("<h2>Summary</h2>") : html.index("</section>")]
+    best = re.search(r"<td>acc.pgd_linf_0.1 \(higher is better\)</td><td>(.*?)</td><td>(.*?)</td>", summary)
+    assert best.groups() == ("prune50", "30.00%")
+    assert "Pareto set" in summary and "int8-masked" not in summary.split("Pareto set")[1].split("</p>")[0]
+    assert "int8-masked: flag.nondifferentiable" in summary
+    front = html[html.index("<h2>Pareto front</h2>") : html.index("<h2>Plots</h2>")]
+    assert "<li>int8-masked</li>" not in front
+    loose = write_report(flagged_study, flagged_study / "r2.html", objectives=goals, include_flagged=True)
+    loose = loose.read_text()
+    assert (
+        "<li>int8-masked</li>" in loose[loose.index("<h2>Pareto front</h2>") : loose.index("<h2>Plots</h2>")]
+    )
+    assert re.search(r"<td>acc.pgd_linf_0.1 \(higher is better\)</td><td>int8-masked</td>", loose)
+
+
+def test_cli_report_include_flagged_and_objectives(flagged_study, tmp_path):
+    args = [
+        "report",
+        str(flagged_study),
+        "--out",
+        str(tmp_path / "r.html"),
+        "--columns",
+        "acc.clean,acc.pgd_*",
+    ]
+    goals = ["--objectives", "acc.clean,acc.pgd_linf_0.1"]
+    strict = CliRunner().invoke(main, args + goals)
+    assert strict.exit_code == 0, strict.output
+    row = next(line for line in strict.output.splitlines() if line.startswith("int8-masked"))
+    assert row.split()[1].endswith("%") and "yes" not in row and "47.60%\u2020" in row  # no pareto mark
+    loose = CliRunner().invoke(main, args + goals + ["--include-flagged"])
+    row = next(line for line in loose.output.splitlines() if line.startswith("int8-masked"))
+    assert row.split()[1] == "yes" and "47.60%\u2020" in row
+    bad = CliRunner().invoke(main, args + ["--objectives", "train.epochs"])
+    assert bad.exit_code == 2 and "say max or min" in bad.output
+
+
+def _structure_ok(html: str) -> int:
+    """Every image decodes as PNG, every table has a header row, nothing external; returns #images."""
+    from html.parser import HTMLParser
+    from io import BytesIO
+
+    from PIL import Image
+
+    class Parser(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.tables, self.links, self.stack = [], [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "img":
+                self.images.append(a.get("src", ""))
+            if tag == "table":
+                self.tables.append({"thead": False, "th": 0})
+            if tag == "thead" and self.tables:
+                self.tables[-1]["thead"] = True
+            if tag == "th" and self.tables:
+                self.tables[-1]["th"] += 1
+            for key in ("src", "href"):
+                if key in a and not (a[key].startswith("data:") or a[key].startswith("#")):
+                    self.links.append(a[key])
+            if tag in ("link", "script", "iframe", "object", "embed"):
+                self.links.append(tag)
+
+    p = Parser()
+    p.feed(html)
+    assert not p.links and "url(" not in html and "@import" not in html
+    assert p.tables and all(t["thead"] and t["th"] for t in p.tables)
+    for src in p.images:
+        assert src.startswith("data:image/png;base64,")
+        img = Image.open(BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+        img.load()
+        assert img.width > 100 and img.height > 100
+    return len(p.images)
+
+
+def test_report_structure_summary_first_and_analysis_figures(real_run, flagged_study):
+    out, _ = real_run
+    html = write_report(out).read_text()
+    assert html.index("<h2>Summary</h2>") < html.index("<h2>Comparison</h2>")
+    assert "cnn8 (width 0.25) on fashion-mnist (100 test images)" in html
+    # the analysis evaluation's figures, found in each experiment's run folder, are embedded
+    written = sorted((out / "tiny_plain" / "analysis").glob("*.png"))
+    assert {p.stem.split("-", 1)[1] for p in written} == {"boundary-pca", "boundary-sections"}
+    section = html[html.index("<h2>Analysis figures</h2>") : html.index("<h2>Experiments</h2>")]
+    embedded = PNG_DATA.findall(section)
+    assert base64.b64encode(written[0].read_bytes()).decode() in embedded
+    assert "Decision regions in the plane of the first two principal components" in section
+    assert _structure_ok(html) == len(embedded) >= 4  # both experiments' figures
+    flagged = write_report(flagged_study, flagged_study / "s.html").read_text()
+    assert _structure_ok(flagged) == 3

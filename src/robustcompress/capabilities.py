@@ -9,9 +9,12 @@ A model class (or any submodule class) may declare, as class attributes or metho
 - `onnx_bytes() -> bytes`: the model already is a deployable ONNX model, which export writes as is.
 - `stored_tensors() -> list[Tensor]`: the tensors the model stores, in their stored dtypes, for a
   model whose weights are not parameters (ordinary models: see compression.storage per layer).
+- `differentiable_twin() -> nn.Module`: a model with input gradients that computes the same
+  function (for `Int8Model`, its fake-quant twin), on which white-box attacks craft examples
+  that are then evaluated on the model itself.
 
 Only the class is read (not instance attributes), so a user model's own fields never answer by
-accident. Ordinary nn.Modules get the defaults; `Int8Model` declares all four.
+accident. Ordinary nn.Modules get the defaults; `Int8Model` declares all five.
 """
 
 from __future__ import annotations
@@ -42,3 +45,9 @@ def native_onnx(model: nn.Module) -> bytes | None:
 def stored_tensors(model: nn.Module) -> list[torch.Tensor] | None:
     """The tensors a compiled model stores (their dtypes as stored), else None for ordinary models."""
     return list(model.stored_tensors()) if callable(getattr(type(model), "stored_tensors", None)) else None
+
+
+def differentiable_twin(model: nn.Module) -> nn.Module | None:
+    """The model's declared differentiable stand-in (white-box attacks craft on it), else None."""
+    make = getattr(type(model), "differentiable_twin", None)
+    return model.differentiable_twin() if callable(make) else None

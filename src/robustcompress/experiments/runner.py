@@ -78,7 +78,7 @@ def run_experiment(
     spec = _model_spec(cfg, splits.info)
     data_meta = _data_meta(cfg)
     cache = ArtifactCache(out / "artifacts", {"data": data_meta}, log)
-    result = ExperimentResult(cfg.name, folder=out / _safe(cfg.name))
+    result = ExperimentResult(cfg.name, folder=out / experiment_folder(cfg.name))
     exp_log = lambda m: log(f"[{cfg.name}] {m}")  # noqa: E731
 
     key = baseline_key(cfg, spec)
@@ -268,5 +268,6 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj, default=str)
 
 
-def _safe(name: str) -> str:
+def experiment_folder(name: str) -> str:
+    """The folder name of an experiment's outputs under the run's output folder."""
     return "".join(c if c.isalnum() or c in "-_.=,[]" else "_" for c in name)

@@ -1,8 +1,9 @@
 """The HTML report: one self-contained file (inline CSS, plots as base64 PNG, no external assets).
 
-Order of the page: gradient-masking warnings first (a robust accuracy under a flag is not to be
-trusted), then the comparison table, the Pareto front, the plots and each experiment's models
-and config.
+Order of the page: a summary (what was compared, the best model per objective, the Pareto set, the
+flags raised), the gradient-masking warnings (a robust accuracy under a flag is not to be trusted),
+then the comparison table, the Pareto front, the plots, the analysis figures and each experiment's
+models and config. Every table says under it what its columns were measured on.
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from robustcompress.experiments.runner import experiment_folder
 from robustcompress.experiments.store import results_path
 from robustcompress.fileio import atomic_write_text
-from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, pareto_front
-from robustcompress.report.plots import make_plots
+from robustcompress.report.metrics import format_value
+from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, number, pareto_front
+from robustcompress.report.plots import make_plots, robust_metrics
+from robustcompress.report.provenance import DAGGER, basis, trusted
 from robustcompress.report.results import Results, load_results
-from robustcompress.report.tables import Table, comparison_table, measured_objectives
+from robustcompress.report.tables import Table, comparison_table, measured_objectives, measured_on
 
 REPORT_NAME = "report.html"
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child { text-align: left; white-space: nowrap; }
 th { background: #f4f4f4; } tr.front td:first-child { font-weight: bold; }
 .delta { color: #666; font-size: 0.85em; margin-left: 0.3em; white-space: nowrap; }
 .good .delta { color: #1a7f37; } .bad .delta { color: #c62828; }
@@ -36,7 +40,14 @@ th { background: #f4f4f4; } tr.front td:first-child { font-weight: bold; }
 .flags h2 { color: #c62828; border: none; margin-top: 0.2em; }
 .ok { border: 1px solid #ccc; background: #f6f8fa; padding: 0.4em 1em; border-radius: 6px; }
 .skipped { color: #8a6d3b; } .muted { color: #666; }
-figure { display: inline-block; margin: 0.5em 1em 0.5em 0; } img { max-width: 100%; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; max-width: 100%; vertical-align: top; }
+img { max-width: 100%; } figcaption { font-size: 0.85em; max-width: 42em; }
+td.flagged { color: #8a6d3b; font-style: italic; }
+ul.notes { font-size: 0.8em; color: #555; margin-top: 0; padding-left: 1.2em; }
+.summary { border: 1px solid #9ab; background: #f3f7fb; padding: 0.4em 1em; border-radius: 6px; }
+.summary h2 { border: none; margin-top: 0.3em; } .bad-text { color: #c62828; }
+.summary td, .summary th, .flags td, .flags th { text-align: left; }
+.summary { margin-bottom: 1em; } .scroll { overflow-x: auto; max-width: 100%; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -47,6 +58,7 @@ def write_report(
     *,
     columns: Sequence[str] | None = None,
     objectives: Sequence[Objective] = DEFAULT_OBJECTIVES,
+    include_flagged: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the HTML report of a `robustcompress run` output folder; returns its path.
@@ -57,7 +69,9 @@ def write_report(
     """
     results = load_results(output_folder)
     target = Path(path) if path is not None else results_path(output_folder).parent / REPORT_NAME
-    text = render_report(results, columns=columns, objectives=objectives, log=log)
+    text = render_report(
+        results, columns=columns, objectives=objectives, include_flagged=include_flagged, log=log
+    )
     return atomic_write_text(target, text)
 
 
@@ -66,6 +80,7 @@ def render_report(
     *,
     columns: Sequence[str] | None = None,
     objectives: Sequence[Objective] = DEFAULT_OBJECTIVES,
+    include_flagged: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> str:
     """The report as one HTML string."""
@@ -84,31 +99,35 @@ def render_report(
         f'<p class="muted">{e(str(results.folder))} &middot; {len(results.experiments)} experiment(s), '
         f"{len(results.rows)} evaluated model(s) &middot; generated "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
-        _flags_section(results),
     ]
     if not rows:
-        parts.append("<p>No results yet: the store holds no evaluated model.</p></body></html>")
+        parts += [
+            _flags_section(results),
+            "<p>No results yet: the store holds no evaluated model.</p></body></html>",
+        ]
         return "\n".join(parts)
 
     parts += [
+        summary_html(results, objectives, include_flagged),
+        _flags_section(results),
         "<h2>Comparison</h2>",
         "<p>Each baseline once, then every experiment's final model; changes are against the "
         "experiment's own baseline (accuracies in percentage points, mCE in points, sizes, "
         "counts and latencies in %).</p>",
-        table_html(comparison_table(results, columns, objectives=objectives)),
-        _pareto_section(results, objectives),
+        table_html(
+            comparison_table(results, columns, objectives=objectives, include_flagged=include_flagged)
+        ),
+        _pareto_section(results, objectives, include_flagged),
         "<h2>Plots</h2>",
     ]
-    for plot in make_plots(rows):
+    for plot in make_plots(rows, include_flagged):
         if plot.png is None:
             log(f"plot '{plot.title}' {plot.skipped}")
             parts.append(f'<p class="skipped"><b>{e(plot.title)}</b>: {e(plot.skipped or "")}</p>')
         else:
-            data = base64.b64encode(plot.png).decode("ascii")
-            parts.append(
-                f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{e(plot.title)}</figcaption></figure>"
-            )
+            notes = measured_on(results, rows, plot.metrics)
+            parts.append(_figure_html(plot.png, plot.title, notes))
+    parts.append(_analysis_section(results))
     parts.append("<h2>Experiments</h2>")
     for name in results.experiments:
         models = results.models_of(name)
@@ -116,7 +135,16 @@ def render_report(
         parts += [
             f"<h3>{e(name)}</h3>",
             f"<p>recipe: {e(recipe_summary(config))}</p>" if config is not None else "",
-            table_html(comparison_table(results, columns, rows=models, objectives=(), strict=False)),
+            table_html(
+                comparison_table(
+                    results,
+                    columns,
+                    rows=models,
+                    objectives=(),
+                    strict=False,
+                    include_flagged=include_flagged,
+                )
+            ),
             "<details><summary>config</summary><pre>"
             + e(
                 json.dumps(config, indent=2, sort_keys=True) if config is not None else "(not stored)",
@@ -125,6 +153,159 @@ def render_report(
             + "</pre></details>",
         ]
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def summary_html(results: Results, objectives: Sequence[Objective], include_flagged: bool = False) -> str:
+    """What was compared, the best model on each objective, the Pareto set and the flags raised."""
+    e = html.escape
+    rows = results.comparison_rows()
+    compared = compared_setup(results)
+    lines = [
+        '<section class="summary"><h2>Summary</h2>',
+        f"<p><b>Compared</b>: {len(rows)} model(s) from {len(results.experiments)} experiment(s)"
+        + (f" &middot; {e(compared)}" if compared else "")
+        + f": {e(', '.join(r.label for r in rows))}.</p>",
+    ]
+    best = best_per_objective(results, objectives, include_flagged)
+    if best:
+        body = "".join(
+            f"<tr><td>{e(metric)} ({'higher' if d == 'max' else 'lower'} is better)</td>"
+            f"<td>{e(', '.join(labels))}</td>"
+            f"<td>{e(value)}</td><td>{e(on or '-')}</td></tr>"
+            for metric, d, labels, value, on in best
+        )
+        lines.append(
+            "<table><thead><tr><th>objective</th><th>best model</th><th>value</th><th>measured on</th></tr>"
+            f"</thead><tbody>{body}</tbody></table>"
+        )
+    measured = measured_objectives(rows, objectives)
+    if len(measured) >= 2:
+        front = pareto_front([trusted(r, include_flagged) for r in rows], measured)
+        lines.append(
+            f"<p><b>Pareto set</b> over {e(', '.join(m for m, _ in measured))}: "
+            f"{e(', '.join(rows[i].label for i in front)) or 'none'}.</p>"
+        )
+    raised = [r for r in results.rows if r.flags]
+    if raised:
+        names = sorted({f"{r.label}: {', '.join(sorted(r.flags))}" for r in raised})
+        kept = (
+            "counted anyway (--include-flagged)"
+            if include_flagged
+            else "left out of the best values and the front"
+        )
+        lines.append(
+            f'<p class="bad-text"><b>Flags raised</b>: {sum(len(r.flags) for r in raised)} gradient-masking '
+            f"flag(s) on {len(raised)} model(s) ({e('; '.join(names))}); their robustness figures are marked "
+            f"{DAGGER} and {kept}.</p>"
+        )
+    else:
+        lines.append("<p><b>Flags raised</b>: none.</p>")
+    lines.append("</section>")
+    return "\n".join(lines)
+
+
+def compared_setup(results: Results) -> str:
+    """'cnn8 (width 0.5) on fashion-mnist (100 test images)' from the stored configs."""
+    models, data = [], []
+    for config in results.configs.values():
+        m, d = config.get("model") or {}, config.get("data") or {}
+        if m.get("name"):
+            width = m.get("width")
+            models.append(f"{m['name']}" + (f" (width {width:g})" if width not in (None, 1, 1.0) else ""))
+        if d.get("dataset"):
+            limit = d.get("limit_test")
+            data.append(f"{d['dataset']}" + (f" ({limit} test images)" if limit else " (full test set)"))
+    models, data = list(dict.fromkeys(models)), list(dict.fromkeys(data))
+    if not models and not data:
+        return ""
+    return f"{', '.join(models) or 'models'} on {', '.join(data) or 'the stored data'}"
+
+
+def best_per_objective(
+    results: Results, objectives: Sequence[Objective], include_flagged: bool = False
+) -> list[tuple[str, str, list[str], str, str | None]]:
+    """(metric, direction, best models, value, measured on) per measured objective and worst-case
+    robust accuracy; flagged figures do not compete unless include_flagged."""
+    rows = results.comparison_rows()
+    wanted = list(objectives) + [
+        (m, "max") for m in robust_metrics(rows) if m.startswith("acc.worst_") and m not in dict(objectives)
+    ]
+    out = []
+    for metric, direction in wanted:
+        scored = [(number(trusted(r, include_flagged).get(metric)), r) for r in rows]
+        scored = [(v, r) for v, r in scored if v is not None]
+        if not scored:
+            continue
+        top = max(v for v, _ in scored) if direction == "max" else min(v for v, _ in scored)
+        winners = [r for v, r in scored if v == top]
+        on = basis(metric, winners[0], results.configs.get(winners[0].experiment))
+        out.append((metric, direction, [r.label for r in winners], format_value(metric, top), on))
+    return out
+
+
+def _figure_html(png: bytes, title: str, notes: Sequence[str] = ()) -> str:
+    e = html.escape
+    data = base64.b64encode(png).decode("ascii")
+    caption = e(title) + "".join(f'<br><span class="muted">{e(n)}</span>' for n in notes)
+    image = f'<img alt="{e(title)}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
+
+
+ANALYSIS_KINDS = {
+    "boundary-pca": "Decision regions in the plane of the first two principal components (paper 002)",
+    "boundary-sections": "Boundary cross-sections: adversarial x random direction (Fawzi et al.)",
+    "tsne": "t-SNE of clean and adversarial features, layer by layer (paper 003)",
+}
+
+
+def analysis_figures(results: Results) -> dict[str, list[tuple[str, Path]]]:
+    """experiment -> [(title, PNG path)] written by the `analysis` evaluation in its run folder."""
+    root = results.folder if results.folder.is_dir() else results.folder.parent
+    out: dict[str, list[tuple[str, Path]]] = {}
+    for name in results.experiments:
+        folder = root / experiment_folder(name) / "analysis"
+        for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+            stem = path.stem.split("-", 1)[1] if "-" in path.stem else path.stem
+            title = ANALYSIS_KINDS.get(stem, stem)
+            out.setdefault(name, []).append((f"{title} (model {path.stem.split('-', 1)[0]})", path))
+    return out
+
+
+def _analysis_basis(kind: str, cfg: dict, limit: int | None) -> str:
+    """What an analysis figure was drawn from (defaults as robustcompress.analysis.AnalysisConfig)."""
+    cap = (lambda n: min(n, limit)) if limit else (lambda n: n)  # noqa: E731
+    budget = f"{cfg.get('norm', 'linf')} eps {cfg.get('eps', 0.1):g}, PGD {cfg.get('steps', 20)} steps"
+    if kind == "boundary-pca":
+        return f"{cap(cfg.get('pca_images', 1000))} test images (a {cfg.get('pca_resolution', 60)}-cell grid)"
+    if kind == "boundary-sections":
+        return f"{cfg.get('n_sections', 3)} test images; {budget}"
+    if kind == "tsne":
+        return f"{cfg.get('tsne_images', 100)} test images of class {cfg.get('tsne_class', 0)}; {budget}"
+    return f"{cap(cfg.get('n_images', 20))} test images; {budget}"
+
+
+def _analysis_section(results: Results) -> str:
+    figures = analysis_figures(results)
+    if not figures:
+        return ""
+    e = html.escape
+    parts = [
+        "<h2>Analysis figures</h2>",
+        "<p>Written by the <code>analysis</code> evaluation: each compressed model beside its parent, on the "
+        "same axes and colours.</p>",
+    ]
+    for name, items in figures.items():
+        config = results.configs.get(name) or {}
+        cfg = next((c for c in config.get("evaluations") or [] if c.get("type") == "analysis"), {})
+        parts.append(f"<h3>{e(name)}</h3>")
+        for title, path in items:
+            png = path.read_bytes()
+            if png.startswith(b"\x89PNG"):
+                on = _analysis_basis(
+                    path.stem.split("-", 1)[-1], cfg, (config.get("data") or {}).get("limit_test")
+                )
+                parts.append(_figure_html(png, title, [f"measured on {on}"]))
     return "\n".join(parts)
 
 
@@ -143,18 +324,23 @@ def recipe_summary(config: dict) -> str:
 def table_html(table: Table) -> str:
     """A Table as an HTML table; changes coloured green (better) or red (worse)."""
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in table.header)
+    head = "".join(f'<th scope="col">{e(h)}</th>' for h in table.header)
     body = []
     pareto = table.header.index("pareto") if "pareto" in table.header else None
     for cells in table.rows:
         tds = []
         for c in cells:
             cls = {1: ' class="good"', -1: ' class="bad"'}.get(c.sign, "")
+            if c.flagged:
+                cls = ' class="flagged" title="carries a gradient-masking flag: likely overestimated"'
             delta = f'<span class="delta">{e(c.delta)}</span>' if c.delta else ""
             tds.append(f"<td{cls}>{e(c.text)}{delta}</td>")
         front = ' class="front"' if pareto is not None and cells[pareto].text else ""
         body.append(f"<tr{front}>{''.join(tds)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    notes = "".join(f"<li>{e(n)}</li>" for n in table.notes)
+    notes = f'<ul class="notes">{notes}</ul>' if notes else ""
+    table_tag = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll">{table_tag}</div>{notes}'
 
 
 def _flags_section(results: Results) -> str:
@@ -182,7 +368,7 @@ def _flags_section(results: Results) -> str:
     return '<p class="ok">No adversarial evaluation in these results: no gradient-masking check was run.</p>'
 
 
-def _pareto_section(results: Results, objectives: Sequence[Objective]) -> str:
+def _pareto_section(results: Results, objectives: Sequence[Objective], include_flagged: bool = False) -> str:
     e = html.escape
     rows = results.comparison_rows()
     measured = measured_objectives(rows, objectives)
@@ -192,7 +378,7 @@ def _pareto_section(results: Results, objectives: Sequence[Objective]) -> str:
             f'<h2>Pareto front</h2><p class="skipped">skipped: fewer than two of the objectives '
             f"{e(wanted)} were measured.</p>"
         )
-    front = pareto_front([r.metrics for r in rows], measured)
+    front = pareto_front([trusted(r, include_flagged) for r in rows], measured)
     names = "".join(f"<li>{e(rows[i].label)}</li>" for i in front)
     unmeasured = [m for m, d in objectives if (m, d) not in measured]
     note = f" ({e(', '.join(unmeasured))} not measured)" if unmeasured else ""
@@ -200,5 +386,7 @@ def _pareto_section(results: Results, objectives: Sequence[Objective]) -> str:
         "<h2>Pareto front</h2>"
         f"<p>Non-dominated over {e(', '.join(f'{m} ({d})' for m, d in measured))}{note}: no other model "
         "is at least as good on every objective and better on one. Models missing an objective's "
-        f"metric are left off.</p><ul>{names}</ul>"
+        "metric are left off"
+        + ("" if include_flagged else f", and so are figures marked {DAGGER} (flagged)")
+        + f".</p><ul>{names}</ul>"
     )

@@ -3,7 +3,9 @@
 - clean accuracy vs compression ratio, Pareto front highlighted (paper 000),
 - robust accuracy vs clean accuracy (paper 001: robustness falls before accuracy),
 - mCE vs compression ratio, Pareto front highlighted (paper 000).
-A plot whose metrics no model has is skipped with the reason, never drawn empty.
+A plot whose metrics no model has is skipped with the reason, never drawn empty. A point whose
+figure carries a gradient-masking flag is drawn hollow and kept off the front (unless
+include_flagged): its robust accuracy is likely overestimated.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from robustcompress.report.metrics import better, metric_kind
 from robustcompress.report.pareto import number, pareto_front
+from robustcompress.report.provenance import DAGGER, flagged_metrics
 from robustcompress.report.results import ModelRow
 
 ROBUST = "robust acc.*"
@@ -28,23 +31,30 @@ class Plot:
     title: str
     png: bytes | None = None
     skipped: str | None = None  # why it was not drawn
+    metrics: tuple[str, ...] = ()  # what it shows (the report says what they were measured on)
 
 
-def make_plots(rows: Sequence[ModelRow]) -> list[Plot]:
+def make_plots(rows: Sequence[ModelRow], include_flagged: bool = False) -> list[Plot]:
     """Every report plot over `rows` (drawn, or skipped with a reason)."""
-    return [accuracy_vs_ratio(rows), robust_vs_clean(rows), mce_vs_ratio(rows)]
+    return [
+        accuracy_vs_ratio(rows, include_flagged),
+        robust_vs_clean(rows),
+        mce_vs_ratio(rows, include_flagged),
+    ]
 
 
-def accuracy_vs_ratio(rows: Sequence[ModelRow]) -> Plot:
+def accuracy_vs_ratio(rows: Sequence[ModelRow], include_flagged: bool = False) -> Plot:
     return _scatter_with_front(
-        rows, "size.ratio", "acc.clean", "accuracy_vs_ratio", "Clean accuracy vs compression ratio"
-    )
+        rows, "size.ratio", "acc.clean", "accuracy_vs_ratio", "Clean accuracy vs compression ratio",
+        include_flagged=include_flagged,
+    )  # fmt: skip
 
 
-def mce_vs_ratio(rows: Sequence[ModelRow]) -> Plot:
+def mce_vs_ratio(rows: Sequence[ModelRow], include_flagged: bool = False) -> Plot:
     return _scatter_with_front(
-        rows, "size.ratio", "mce", "mce_vs_ratio", "mCE vs compression ratio", reference_y=100.0
-    )
+        rows, "size.ratio", "mce", "mce_vs_ratio", "mCE vs compression ratio", reference_y=100.0,
+        include_flagged=include_flagged,
+    )  # fmt: skip
 
 
 def robust_vs_clean(rows: Sequence[ModelRow]) -> Plot:
@@ -53,13 +63,24 @@ def robust_vs_clean(rows: Sequence[ModelRow]) -> Plot:
     if not series:
         plot.skipped = _missing("acc.clean", ROBUST, rows)
         return plot
+    plot.metrics = ("acc.clean", *series)
     fig, ax = _figure()
     markers = "osD^"
+    any_flagged = False
     for metric, marker in zip(series, markers):
         pts = _points(rows, "acc.clean", metric)
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=metric, zorder=3)
-        for x, y, label in pts:
-            _annotate(ax, x, y, label)
+        flags = [metric in flagged_metrics(r) for r in rows if _has(r, "acc.clean", metric)]
+        any_flagged |= any(flags)
+        sc = ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=metric, zorder=3)
+        colour = sc.get_facecolor()[0]
+        sc.set_facecolors([(1, 1, 1, 1) if f else colour for f in flags])
+        sc.set_edgecolors([colour] * len(pts))
+        for (x, y, label), f in zip(pts, flags):
+            _annotate(ax, x, y, label + (DAGGER if f else ""))
+    if any_flagged:
+        ax.scatter(
+            [], [], marker="o", facecolors="white", edgecolors="grey", label=f"hollow{DAGGER}: flagged"
+        )
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
     ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="robust = clean")
@@ -84,23 +105,37 @@ def robust_metrics(rows: Sequence[ModelRow]) -> list[str]:
 
 
 def _scatter_with_front(
-    rows: Sequence[ModelRow], x: str, y: str, name: str, title: str, reference_y: float | None = None
+    rows: Sequence[ModelRow],
+    x: str,
+    y: str,
+    name: str,
+    title: str,
+    reference_y: float | None = None,
+    include_flagged: bool = False,
 ) -> Plot:
-    plot = Plot(name, title)
+    plot = Plot(name, title, metrics=(x, y))
     pts = _points(rows, x, y)
     if not pts:
         plot.skipped = _missing(x, y, rows)
         return plot
     fig, ax = _figure()
+    flagged = [bool({x, y} & flagged_metrics(r)) for r in rows if _has(r, x, y)]
     objectives = [(x, better(x) or "max"), (y, better(y) or "max")]
-    front = set(pareto_front([{x: p[0], y: p[1]} for p in pts], objectives))
-    rest = [p for i, p in enumerate(pts) if i not in front]
+    ranked = [{x: p[0], y: p[1]} if include_flagged or not f else {} for p, f in zip(pts, flagged)]
+    front = set(pareto_front(ranked, objectives))
+    rest = [p for i, p in enumerate(pts) if i not in front and not flagged[i]]
+    hollow = [p for i, p in enumerate(pts) if i not in front and flagged[i]]
     on = sorted((p for i, p in enumerate(pts) if i in front), key=lambda p: (p[0], p[1]))
     ax.scatter([p[0] for p in rest], [p[1] for p in rest], color="tab:blue", label="models", zorder=3)
+    if hollow:
+        ax.scatter(
+            [p[0] for p in hollow], [p[1] for p in hollow], facecolors="white", edgecolors="tab:blue",
+            label=f"flagged{DAGGER} (off the front)", zorder=3,
+        )  # fmt: skip
     ax.scatter([p[0] for p in on], [p[1] for p in on], color="tab:red", s=60, label="Pareto front", zorder=4)
     ax.step([p[0] for p in on], [p[1] for p in on], where="pre", color="tab:red", lw=1, alpha=0.6)
-    for px, py, label in pts:
-        _annotate(ax, px, py, label)
+    for (px, py, label), f in zip(pts, flagged):
+        _annotate(ax, px, py, label + (DAGGER if f else ""))
     if reference_y is not None:
         ax.axhline(reference_y, ls=":", color="grey", lw=1, label=f"baseline level ({reference_y:g})")
     ax.set_xlabel(_axis_label(x))
@@ -108,6 +143,10 @@ def _scatter_with_front(
     ax.legend(fontsize=8)
     plot.png = _png(fig, ax, title)
     return plot
+
+
+def _has(row: ModelRow, x: str, y: str) -> bool:
+    return number(row.metrics.get(x)) is not None and number(row.metrics.get(y)) is not None
 
 
 def _points(rows: Sequence[ModelRow], x: str, y: str) -> list[tuple[float, float, str]]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from robustcompress.errors import ConfigError
 from robustcompress.report.metrics import delta_sign, format_delta, format_value
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, number, pareto_front
+from robustcompress.report.provenance import DAGGER, basis, flagged_metrics, trusted
 from robustcompress.report.results import ModelRow, Results
 
 # Default columns, in this order, where measured (patterns match metric names).
@@ -37,7 +38,8 @@ FLAGS_COLUMN = "flags"
 class Cell:
     text: str
     delta: str | None = None  # change against the baseline, e.g. "-1.20 pts"
-    sign: int = 0  # +1 better than the baseline, -1 worse, 0 equal or undirected
+    sign: int = 0  # +1 better than the baseline, -1 worse, 0 equal, undirected or flagged
+    flagged: bool = False  # the figure carries a gradient-masking flag of its evaluation
 
     def plain(self) -> str:
         return f"{self.text} ({self.delta})" if self.delta else self.text
@@ -47,13 +49,15 @@ class Cell:
 class Table:
     header: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # footnotes: flag marks, what each column was measured on
 
     def markdown(self) -> str:
         def line(cells: Sequence[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
         align = ["---"] + ["---:"] * (len(self.header) - 1)
-        return "\n".join([line(self.header), line(align), *(line([c.plain() for c in r]) for r in self.rows)])
+        lines = [line(self.header), line(align), *(line([c.plain() for c in r]) for r in self.rows)]
+        return "\n".join(lines + ([""] + self.notes if self.notes else []))
 
     def text(self) -> str:
         body = [[c.plain() for c in r] for r in self.rows]
@@ -63,7 +67,8 @@ class Table:
             first, *rest = cells
             return "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:]))])
 
-        return "\n".join([line(self.header), line(["-" * w for w in widths]), *(line(r) for r in body)])
+        lines = [line(self.header), line(["-" * w for w in widths]), *(line(r) for r in body)]
+        return "\n".join(lines + ([""] + self.notes if self.notes else []))
 
 
 def choose_columns(
@@ -98,30 +103,68 @@ def comparison_table(
     rows: Sequence[ModelRow] | None = None,
     objectives: Sequence[Objective] = DEFAULT_OBJECTIVES,
     strict: bool = True,
+    include_flagged: bool = False,
 ) -> Table:
     """Each baseline once and every final model (or `rows`), with changes against the baseline.
 
     A 'pareto' column marks the rows on the front of the measured `objectives` (when two or more
     were measured) and a 'flags' column counts gradient-masking flags (when any was raised).
-    `columns` as in choose_columns.
+    `columns` as in choose_columns. A figure carrying a gradient-masking flag of its evaluation is
+    marked with a dagger, not coloured, and kept off the front unless include_flagged. The notes
+    say what each column was measured on (test images, attack budget).
     """
     rows = list(results.comparison_rows() if rows is None else rows)
     cols = choose_columns(sorted({k for r in rows for k in r.metrics}), columns, strict)
     measured = measured_objectives(rows, objectives)
-    front = set(pareto_front([r.metrics for r in rows], measured)) if len(measured) >= 2 else None
+    scored = [trusted(r, include_flagged) for r in rows]
+    front = set(pareto_front(scored, measured)) if len(measured) >= 2 else None
     show_flags = any(r.flags for r in rows)
     header = ["model", *([PARETO_COLUMN] if front is not None else []), *cols]
     table = Table(header + ([FLAGS_COLUMN] if show_flags else []))
+    any_flagged = False
     for i, row in enumerate(rows):
         base = results.baseline_of(row.experiment) if row.model != "baseline" else None
+        flagged = flagged_metrics(row)
         cells = [Cell(row.label)]
         if front is not None:
             cells.append(Cell("yes" if i in front else ""))
         for c in cols:
             value = row.metrics.get(c)
             b = base.metrics.get(c) if base else None
-            cells.append(Cell(format_value(c, value), format_delta(c, value, b), delta_sign(c, value, b)))
+            cell = Cell(format_value(c, value), format_delta(c, value, b), delta_sign(c, value, b))
+            if c in flagged and value is not None:
+                cell.text, cell.sign, cell.flagged, any_flagged = cell.text + DAGGER, 0, True, True
+            cells.append(cell)
         if show_flags:
             cells.append(Cell(str(len(row.flags)) if row.flags else "", sign=-1 if row.flags else 0))
         table.rows.append(cells)
+    if any_flagged:
+        kept = (
+            "counted on the Pareto front (--include-flagged)"
+            if include_flagged
+            else "kept off the Pareto front"
+        )
+        table.notes.append(
+            f"{DAGGER} measured by an evaluation that raised a gradient-masking flag on this model (see the "
+            f"warnings): likely overestimated, so not coloured and {kept}."
+        )
+    table.notes += measured_on(results, rows, cols)
     return table
+
+
+def measured_on(results: Results, rows: Sequence[ModelRow], cols: Sequence[str]) -> list[str]:
+    """'acc.pgd_linf_0.1: 100 test images; L-inf eps 0.1; pgd (10 steps)' per column that has a basis;
+    where models differ, each basis names its models."""
+    bodies: dict[str, list[str]] = {}  # note text -> the columns it describes
+    for c in cols:
+        bases: dict[str, list[str]] = {}
+        for r in rows:
+            if c in r.metrics and (b := basis(c, r, results.configs.get(r.experiment))):
+                bases.setdefault(b, []).append(r.label)
+        having = sum(c in r.metrics for r in rows)
+        if len(bases) == 1 and len(next(iter(bases.values()))) == having:
+            bodies.setdefault(next(iter(bases)), []).append(c)
+        elif bases:
+            text = " | ".join(f"{b} ({', '.join(labels)})" for b, labels in bases.items())
+            bodies.setdefault(text, []).append(c)
+    return [f"{', '.join(columns)}: measured on {text}" for text, columns in bodies.items()]

@@ -77,6 +77,14 @@ class Int8Model(nn.Module):
             )
         return proto.SerializeToString()
 
+    def differentiable_twin(self) -> nn.Module:
+        """Its fake-quant twin: this model's own QDQ graph (same int8 weights, scales and zero
+        points) run by PyTorch, rounding under a straight-through estimator, so white-box attacks
+        can craft examples for it (robustcompress.compression.quantization.int8_twin)."""
+        from robustcompress.compression.quantization.int8_twin import fake_quant_twin
+
+        return fake_quant_twin(self.onnx_bytes())
+
     def stored_tensors(self) -> list[torch.Tensor]:
         """The initializers as stored: int8 weights, int32 biases, fp32 scales."""
         return [getattr(self, f"t{i}") for i in range(len(self.names))]

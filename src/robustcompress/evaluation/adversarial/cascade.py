@@ -38,6 +38,7 @@ def evaluate_robustness(
     batch_size: int = 256,
     estimator: GradientEstimator | str | None = None,
     surrogate: nn.Module | None = None,
+    twin: nn.Module | None = None,
     cascade: bool = True,
     sanity: bool = True,
     seed: int = 0,
@@ -48,6 +49,10 @@ def evaluate_robustness(
 
     attacks: names from ATTACKS and/or suite names ("standard"); attack_params: extra keyword
     arguments per attack name (e.g. {"square": {"queries": 1000}}). Returns a RobustnessReport.
+
+    twin: a differentiable stand-in for a model without input gradients (an int8 model's fake-quant
+    twin): every white-box attack crafts its examples on the twin and they are judged on `model`;
+    the gradient-masking checks probe the twin's gradients.
     """
     log = log or (lambda msg: None)
     eps_list = sorted({float(e) for e in ([eps] if isinstance(eps, int | float) else eps)})
@@ -81,6 +86,11 @@ def evaluate_robustness(
             surrogate=surrogate,
             extra={**attack_params.get(name, {}), **override},
         )
+        if twin is not None and ATTACKS.get(name).uses_gradients:
+            inner = {k: v for k, v in params.items() if k not in ("norm", "seed")}
+            return make_attack(
+                "transfer", model, e, norm=norm, seed=seed, surrogate=twin, attack=name, attack_params=inner
+            )
         return make_attack(name, model, e, **params)
 
     masks: dict[float, dict[str, torch.Tensor]] = {}
@@ -105,7 +115,16 @@ def evaluate_robustness(
     if sanity and n:
         start = time.perf_counter()
         report.flags = sanity_flags(
-            model, x, y, clean_ok, names, report, masks, attack, estimator, batch_size
+            model if twin is None else twin,
+            x,
+            y,
+            clean_ok,
+            names,
+            report,
+            masks,
+            attack,
+            estimator,
+            batch_size,
         )
         report.seconds["sanity"] = time.perf_counter() - start
         for key, message in report.flags.items():

@@ -10,9 +10,10 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from robustcompress.attacks import ATTACKS, SUITES, make_estimator
-from robustcompress.capabilities import has_input_gradients
-from robustcompress.errors import ConfigError
+from robustcompress.capabilities import differentiable_twin, has_input_gradients
+from robustcompress.errors import ConfigError, UnsupportedModelError
 from robustcompress.evaluation.adversarial.cascade import evaluate_robustness
+from robustcompress.evaluation.adversarial.suites import expand_suite
 from robustcompress.evaluation.registry import (
     EvalConfig,
     EvalContext,
@@ -78,6 +79,7 @@ ADVERSARIAL_METRICS = [
     MetricSpec("adv.clean_acc", "accuracy", "higher", "fraction", "clean accuracy of the attacked examples"),
     MetricSpec("adv.n_examples", "count", "none", "", "examples attacked"),
     MetricSpec("adv.seconds", "time", "none", "s", "wall time of the attacks and checks"),
+    MetricSpec("adv.white_box_via", "note", "none", "", "where the white-box attacks got their gradients"),
     MetricSpec("flag.*", "flag", "none", "", "a gradient-masking check that fired"),
 ]
 
@@ -92,16 +94,25 @@ def evaluate_adversarial(model: nn.Module, cfg: AdversarialEvalConfig, ctx: Eval
     surrogate = surrogate_for(cfg, ctx)
     attacks = list(cfg.attacks)
     differentiable = has_input_gradients(model)
+    twin = None if differentiable else twin_of(model, ctx)
     if not differentiable:
-        # a real integer model (no autograd): transfer from the float parent plus score-based Square
-        attacks = ["square"] if cfg.norm == "linf" else []
+        # an integer model: white-box attacks through its fake-quant twin (when it has one), plus
+        # score-based Square and transfer from the float parent; the worst case is over all of them
+        if twin is None:
+            attacks = []
+        if cfg.norm == "linf" and (not attacks or "square" not in expand_suite(attacks, cfg.norm)):
+            attacks.append("square")
         surrogate = surrogate if surrogate is not None else ctx.parent
         if surrogate is None and not attacks:
             raise ConfigError(
                 "this model has no input gradients (e.g. a real int8 model) and no float parent to transfer "
                 "from; evaluate it in a run (the baseline is its parent) or give transfer_from = CHECKPOINT"
             )
-        ctx.log("model has no input gradients: attacking by transfer from the float parent and Square")
+        ctx.log(
+            "model has no input gradients: "
+            + ("white-box attacks through its fake-quant twin, " if twin is not None else "")
+            + "Square and transfer from the float parent; worst case over all"
+        )
     if surrogate is not None and "transfer" not in attacks:
         attacks.append("transfer")
     estimator = make_estimator(cfg.estimator, module=cfg.bpda_module, samples=cfg.eot_samples)
@@ -119,15 +130,28 @@ def evaluate_adversarial(model: nn.Module, cfg: AdversarialEvalConfig, ctx: Eval
         estimator=estimator,
         surrogate=surrogate,
         cascade=cfg.cascade,
-        sanity=cfg.sanity and differentiable,  # the checks probe gradients
+        twin=twin,
+        sanity=cfg.sanity and (differentiable or twin is not None),  # the checks probe gradients
         seed=ctx.seed,
         attack_params=cfg.attack_params,
         log=ctx.log,
     )
     metrics = report.metrics()
-    if not differentiable:
+    if twin is not None:
+        metrics["adv.white_box_via"] = "fake-quant twin (STE)"  # examples crafted there, judged here
+    elif not differentiable:
         metrics["flag.nondifferentiable"] = (
-            "no input gradients: only transfer and score-based attacks ran; the float twin under a "
-            "straight-through estimator gives the stronger white-box number"
+            "no input gradients and no differentiable twin: only transfer and score-based attacks ran, "
+            "so the robust accuracy is an upper bound that white-box attacks would likely lower"
         )
     return metrics
+
+
+def twin_of(model: nn.Module, ctx: EvalContext) -> nn.Module | None:
+    """The model's differentiable twin on ctx.device, or None (it has none, or it cannot be built)."""
+    try:
+        twin = differentiable_twin(model)
+    except UnsupportedModelError as exc:
+        ctx.log(f"no fake-quant twin ({exc}); white-box attacks cannot run")
+        return None
+    return None if twin is None else twin.to(ctx.device).eval()
