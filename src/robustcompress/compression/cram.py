@@ -25,6 +25,7 @@ from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.compression.pruning.unstructured import prunable_layers, prune_unstructured
 from robustcompress.errors import ConfigError
 from robustcompress.stages import StageConfig, StageContext, register_stage
+from robustcompress.training.finetune import phase_config
 from robustcompress.training.sam import SAM
 
 DEFAULT_SPARSITIES = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # CrAM's CIFAR-10 "multi" set
@@ -162,26 +163,6 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     return len(norms)
 
 
-def _train_config(ctx: StageContext, cfg: CramConfig, epochs: int):
-    from robustcompress.training import TrainConfig
-
-    base = ctx.train or TrainConfig()
-    values = {
-        **base.model_dump(),
-        "epochs": epochs,
-        "objective": cfg.objective,
-        "objective_params": cfg.objective_params,
-        "lr": cfg.lr if cfg.lr is not None else base.lr * 0.1,
-        "warmup_epochs": 0,
-        "patience": None,
-        "sam_rho": None,
-    }
-    for key in ("batch_size", "max_steps_per_epoch"):
-        if getattr(cfg, key) is not None:
-            values[key] = getattr(cfg, key)
-    return TrainConfig.parse(values, where="cram")
-
-
 @register_stage("cram", CramConfig)
 def cram(model: nn.Module, cfg: CramConfig, ctx: StageContext) -> nn.Module:
     """CrAM training, one-shot magnitude pruning, batch-norm re-calibration, optional fine-tuning."""
@@ -193,7 +174,7 @@ def cram(model: nn.Module, cfg: CramConfig, ctx: StageContext) -> nn.Module:
     if cfg.epochs:
         gen = torch.Generator().manual_seed(ctx.seed)
         targets = compression_targets(model, cfg.layers, cfg.exclude)
-        train_cfg = _train_config(ctx, cfg, cfg.epochs)
+        train_cfg = phase_config(ctx.train, cfg, cfg.epochs)
 
         def wrapper(base, net):
             return CrAM(
@@ -220,7 +201,7 @@ def cram(model: nn.Module, cfg: CramConfig, ctx: StageContext) -> nn.Module:
         fit(
             model,
             ctx.data,
-            _train_config(ctx, cfg, cfg.finetune_epochs),
+            phase_config(ctx.train, cfg, cfg.finetune_epochs),
             device=ctx.device,
             seed=ctx.seed + 1,
             progress=ctx.progress,

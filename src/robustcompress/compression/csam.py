@@ -29,6 +29,7 @@ from robustcompress.compression.pruning.structured import harden
 from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.errors import ConfigError
 from robustcompress.stages import StageConfig, StageContext, register_stage
+from robustcompress.training.finetune import phase_config
 
 # ------------------------------------------------------------------------------------------- losses
 
@@ -204,27 +205,6 @@ def percentile_init(importance: dict[str, torch.Tensor], tau: float) -> dict[str
     return out
 
 
-def _phase_config(ctx: StageContext, cfg: CSAMConfig, epochs: int, **overrides):
-    from robustcompress.training import TrainConfig
-
-    base = ctx.train or TrainConfig()
-    values = {
-        **base.model_dump(),
-        "epochs": epochs,
-        "lr": cfg.lr if cfg.lr is not None else base.lr * 0.1,
-        "warmup_epochs": 0,
-        "patience": None,
-        "restore_best": True,
-        "sam_rho": None,
-        "augment": base.augment,
-        **overrides,
-    }
-    for key in ("batch_size", "max_steps_per_epoch"):
-        if getattr(cfg, key) is not None:
-            values[key] = getattr(cfg, key)
-    return TrainConfig.parse(values, where="csam")
-
-
 def mask_space(
     model: nn.Module, granularity: str, layers, exclude, example: torch.Tensor | None
 ) -> MaskSpace:
@@ -260,7 +240,7 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
         fit(
             model,
             ctx.data,
-            _phase_config(ctx, cfg, cfg.pretrain_epochs),
+            phase_config(ctx.train, cfg, cfg.pretrain_epochs, restore_best=True),
             weight_objective,
             device=ctx.device,
             seed=seed,
@@ -278,8 +258,8 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
     masked = MaskedModel(model, space, init, hard_in_eval, frozen_statistics=True)
     if cfg.search_epochs:
         ctx.log(f"csam: mask search {cfg.search_epochs} epochs over {cfg.granularity} masks (weights frozen)")
-        search = _phase_config(
-            ctx,
+        search = phase_config(
+            ctx.train,
             cfg,
             cfg.search_epochs,
             optimizer="adam",
@@ -312,7 +292,7 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
         fit(
             model,
             ctx.data,
-            _phase_config(ctx, cfg, cfg.finetune_epochs),
+            phase_config(ctx.train, cfg, cfg.finetune_epochs, restore_best=True),
             weight_objective,
             device=ctx.device,
             seed=seed + 1,

@@ -80,6 +80,27 @@ def finetune_config(
     return TrainConfig.parse(values, where="fine-tuning")
 
 
+def phase_config(base: TrainConfig | None, cfg: Any, epochs: int, **overrides: Any) -> TrainConfig:
+    """One training phase of a multi-phase stage (hydra, cram, csam): the experiment's [train] at a
+    tenth of its lr unless the stage sets `lr`, no warm-up, no early stopping, no SAM; the stage's
+    `objective`, `objective_params`, `batch_size` and `max_steps_per_epoch` where it sets them; then
+    the phase's own `overrides`."""
+    base = base or TrainConfig()
+    lr = getattr(cfg, "lr", None)
+    values = {
+        **base.model_dump(),
+        "epochs": epochs,
+        "lr": lr if lr is not None else base.lr * 0.1,
+        "warmup_epochs": 0,
+        "patience": None,
+        "sam_rho": None,
+    }
+    for key in ("objective", "objective_params", "batch_size", "max_steps_per_epoch"):
+        if getattr(cfg, key, None) is not None:
+            values[key] = getattr(cfg, key)
+    return TrainConfig.parse({**values, **overrides}, where=type(cfg).__name__)
+
+
 def finetune_model(
     model: nn.Module, ctx: StageContext, cfg: TrainConfig, what: str = "fine-tuning"
 ) -> nn.Module:

@@ -23,6 +23,7 @@ from robustcompress.compression.pruning.scored import MaskedModel, MaskSpace, st
 from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.errors import ConfigError
 from robustcompress.stages import StageConfig, StageContext, register_stage
+from robustcompress.training.finetune import phase_config
 
 
 class HydraConfig(StageConfig):
@@ -60,28 +61,6 @@ def scaled_scores(
     return out
 
 
-def _train_config(ctx: StageContext, cfg: HydraConfig, epochs: int, **overrides):
-    from robustcompress.training import TrainConfig
-
-    base = ctx.train or TrainConfig()
-    values = {
-        **base.model_dump(),
-        "epochs": epochs,
-        "objective": cfg.objective,
-        "objective_params": cfg.objective_params,
-        "lr": cfg.lr if cfg.lr is not None else base.lr * 0.1,
-        "warmup_epochs": 0,
-        "patience": None,
-        "restore_best": True,
-        "sam_rho": None,
-        **overrides,
-    }
-    for key in ("batch_size", "max_steps_per_epoch"):
-        if getattr(cfg, key) is not None:
-            values[key] = getattr(cfg, key)
-    return TrainConfig.parse(values, where="hydra")
-
-
 @register_stage("hydra", HydraConfig)
 def hydra(model: nn.Module, cfg: HydraConfig, ctx: StageContext) -> nn.Module:
     """Score search with frozen weights, then the top-k mask fixed and the weights fine-tuned."""
@@ -102,7 +81,9 @@ def hydra(model: nn.Module, cfg: HydraConfig, ctx: StageContext) -> nn.Module:
     masked = MaskedModel(model, space, scaled_scores(model, space, cfg.scaled_init, ctx.seed), top_k)
     if cfg.score_epochs:
         ctx.log(f"hydra: {cfg.score_epochs} epochs of score search ({cfg.objective}), weights frozen")
-        score_cfg = _train_config(ctx, cfg, cfg.score_epochs, lr=cfg.score_lr, optimizer="sgd")
+        score_cfg = phase_config(
+            ctx.train, cfg, cfg.score_epochs, lr=cfg.score_lr, optimizer="sgd", restore_best=True
+        )
         fit(masked, ctx.data, score_cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress)
     binary = space.binarise({u: s.detach().abs() for u, s in masked.current().items()}, cfg.amount, cfg.scope)
     model = masked.release()
@@ -112,7 +93,7 @@ def hydra(model: nn.Module, cfg: HydraConfig, ctx: StageContext) -> nn.Module:
         fit(
             model,
             ctx.data,
-            _train_config(ctx, cfg, cfg.finetune_epochs),
+            phase_config(ctx.train, cfg, cfg.finetune_epochs, restore_best=True),
             device=ctx.device,
             seed=ctx.seed + 1,
             progress=ctx.progress,
