@@ -16,6 +16,8 @@ MODULES = [
     "robustcompress.evaluation.efficiency",
     "robustcompress.evaluation.corruption",
     "robustcompress.evaluation.size",
+    "robustcompress.evaluation.certified",
+    "robustcompress.training.noise_objectives",
 ]
 
 

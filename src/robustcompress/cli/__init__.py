@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "robustcompress.cli.corrupt",
     "robustcompress.cli.export",
     "robustcompress.cli.attack",
+    "robustcompress.cli.certify",
 ]
 
 
