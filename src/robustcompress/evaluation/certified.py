@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from robustcompress.certification.examples import run_groups
@@ -146,6 +146,11 @@ class CertifiedConfig(EvalConfig):
         if any(r < 0 for r in v):
             raise ValueError("radii must be >= 0")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        self.validate_all()  # raises ConfigError (n0 > n, unknown family) when the config is read
+        return self
 
     @property
     def sigmas(self) -> list[float]:
