@@ -29,6 +29,8 @@ MODULES = [
     "robustcompress.compression.csam",
     "robustcompress.compression.cram",
     "robustcompress.compression.pruning.hydra",
+    "robustcompress.evaluation.certified",
+    "robustcompress.training.noise_objectives",
 ]
 
 

@@ -26,36 +26,45 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from robustcompress.evaluation.registry import EvalConfig, EvalContext, Metrics, register_evaluation
+from robustcompress.evaluation.registry import (
+    EvalConfig,
+    EvalContext,
+    Metrics,
+    MetricSpec,
+    register_evaluation,
+)
 
-# The metrics' meaning for the report (MetricSpec(pattern, kind, better, unit, description) once the
-# evaluation registry takes `metrics=`).
+# What the metrics mean, for the report (fields of evaluation.registry.MetricSpec).
 METRIC_SPECS: list[dict[str, str]] = [
-    {"pattern": "analysis.boundary.dist_*", "kind": "distance", "better": "higher", "unit": "pixel norm",
+    {"pattern": "analysis.boundary.dist_*", "kind": "distance", "better": "higher", "unit": "",
      "description": "median distance from a test image to the decision boundary along a direction"},
     {"pattern": "analysis.boundary.adv_over_random", "kind": "ratio", "better": "higher", "unit": "",
      "description": "adversarial over random boundary distance (median over images)"},
     {"pattern": "analysis.boundary.curvature", "kind": "ratio", "better": "none", "unit": "",
      "description": "signed boundary curvature times distance; 0 for a flat boundary"},
-    {"pattern": "analysis.boundary.censored_*", "kind": "fraction", "better": "none", "unit": "",
+    {"pattern": "analysis.boundary.censored_*", "kind": "fraction", "better": "none", "unit": "fraction",
      "description": "share of rays that met no boundary within max_dist"},
-    {"pattern": "analysis.boundary.pca_changes", "kind": "fraction", "better": "lower", "unit": "",
+    {"pattern": "analysis.boundary.pca_changes", "kind": "fraction", "better": "lower",
+     "unit": "fraction",
      "description": "share of neighbouring cells of the PCA-plane grid whose predicted class differs"},
-    {"pattern": "analysis.boundary.pca_confidence", "kind": "fraction", "better": "none", "unit": "",
+    {"pattern": "analysis.boundary.pca_confidence", "kind": "fraction", "better": "none", "unit": "fraction",
      "description": "mean confidence on the PCA-plane grid"},
     {"pattern": "analysis.boundary.has_gradients", "kind": "flag", "better": "none", "unit": "",
      "description": "1 when the adversarial direction could be computed"},
-    {"pattern": "analysis.boundary.max_dist", "kind": "distance", "better": "none", "unit": "pixel norm",
+    {"pattern": "analysis.boundary.max_dist", "kind": "distance", "better": "none", "unit": "",
      "description": "the cap of every line search"},
-    {"pattern": "analysis.*.n_images", "kind": "count", "better": "none", "unit": "images",
+    {"pattern": "analysis.*.n_images", "kind": "count", "better": "none", "unit": "",
      "description": "images measured"},
     {"pattern": "analysis.tsne.class", "kind": "count", "better": "none", "unit": "",
      "description": "the class whose features are embedded"},
-    {"pattern": "analysis.tsne.*.adv_other_class", "kind": "fraction", "better": "lower", "unit": "",
+    {"pattern": "analysis.tsne.*.adv_other_class", "kind": "fraction", "better": "lower",
+     "unit": "fraction",
      "description": "share of adversarial features whose nearest clean reference is of another class"},
-    {"pattern": "analysis.tsne.*.clean_other_class", "kind": "fraction", "better": "lower", "unit": "",
+    {"pattern": "analysis.tsne.*.clean_other_class", "kind": "fraction", "better": "lower",
+     "unit": "fraction",
      "description": "share of clean features whose nearest clean reference is of another class"},
-    {"pattern": "analysis.tsne.attack_success", "kind": "fraction", "better": "lower", "unit": "",
+    {"pattern": "analysis.tsne.attack_success", "kind": "fraction", "better": "lower",
+     "unit": "fraction",
      "description": "share of the class's PGD images the model misclassifies"},
 ]  # fmt: skip
 
@@ -195,7 +204,7 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:10]
 
 
-@register_evaluation("analysis", AnalysisConfig)
+@register_evaluation("analysis", AnalysisConfig, metrics=[MetricSpec(**m) for m in METRIC_SPECS])
 def evaluate_analysis(model: nn.Module, cfg: AnalysisConfig, ctx: EvalContext) -> Metrics:
     """The model's numbers; its figures (beside the parent's, when there is one) in ctx.workdir/analysis."""
     model.to(ctx.device)
