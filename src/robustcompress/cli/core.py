@@ -373,7 +373,8 @@ def format_plan(planned) -> str:
     for p in planned:
         lines.append(f"{p.name}  (output: {p.output})")
         for a in p.artifacts:
-            state = "cached" if a.cached else ("to train" if a.stage == "baseline" else "to make")
+            fresh = f"given: {a.given}" if a.given else ("to train" if a.stage == "baseline" else "to make")
+            state = "cached" if a.cached else fresh
             lines.append(f"  {a.label:<16} {a.stage:<10} {a.key}  {state}")
             for e in a.evaluations:
                 lines.append(f"      {e.type:<14} {e.key}  {'stored' if e.stored else 'to run'}")

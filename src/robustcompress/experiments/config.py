@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from robustcompress.compression.presets import expand_presets
 from robustcompress.config_base import StrictConfig
@@ -33,10 +33,55 @@ class DataConfig(StrictConfig):
 
 
 class ModelConfig(StrictConfig):
+    """The architecture, and optionally a model you have: then it is the baseline, not trained here."""
+
     name: str = "cnn8"
     width: float = Field(1.0, gt=0)
     stem: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = Field(
+        None, description="a robustcompress checkpoint folder: the baseline (its own architecture)"
+    )
+    weights: str | None = Field(
+        None, description="trained weights of `name` (.safetensors or a .pth state dict): the baseline"
+    )
+    normalize: str | list[list[float]] = Field(
+        "none",
+        description="with `weights`: what the network was trained on, as `robustcompress import "
+        "--normalize`: none, dataset, 'M1,..,S1,..' or [[means], [stds]]",
+    )
+    replace_head: bool = Field(
+        False, description="with `weights`: a new classifier head when the weights have another class count"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.checkpoint is not None and self.weights is not None:
+            raise ValueError(
+                "give either checkpoint (a robustcompress checkpoint folder) or weights (a weights file "
+                "of `name`), not both"
+            )
+        if self.weights is None and (self.normalize != "none" or self.replace_head):
+            raise ValueError("normalize and replace_head describe `weights`; give [model] weights = PATH")
+        if self.checkpoint is not None:
+            defaults = {"width": 1.0, "stem": None, "options": {}}
+            changed = [k for k, v in defaults.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} cannot be set with checkpoint: the checkpoint's own architecture "
+                    "is used; remove them"
+                )
+        if self.weights is not None and self.options:
+            raise ValueError(
+                "options cannot be combined with weights (import builds the architecture from name, "
+                "width and stem); make a factory 'package.module:factory' that fixes the options"
+            )
+        return self
+
+    @property
+    def given(self) -> str | None:
+        """The file of a model the user gives (checkpoint folder or weights), else None (trained here)."""
+        return self.checkpoint or self.weights
 
 
 class RecipeConfig(StrictConfig):
@@ -125,7 +170,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 def expand_grid(cfg: ExperimentConfig) -> list[ExperimentConfig]:
     """One config per recipe and grid point (the cartesian product of `grid`'s dotted keys)."""
     if cfg.recipes:
-        base = cfg.model_dump()
+        base = _dump(cfg)
         base.pop("recipes")
         points = []
         for recipe in cfg.recipes:
@@ -135,7 +180,7 @@ def expand_grid(cfg: ExperimentConfig) -> list[ExperimentConfig]:
     if not cfg.grid:
         return [cfg]
     keys = sorted(cfg.grid)
-    base = cfg.model_dump()
+    base = _dump(cfg)
     base.pop("grid")
     base.pop("recipes")
     out = []
@@ -147,6 +192,12 @@ def expand_grid(cfg: ExperimentConfig) -> list[ExperimentConfig]:
         raw["name"] = f"{cfg.name}[{suffix}]"
         out.append(ExperimentConfig.parse(raw, where="grid"))
     return out
+
+
+def _dump(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as raw TOML data; [model] keeps only the keys given (a checkpoint's architecture
+    is checked against `name` only where the user wrote one)."""
+    return {**cfg.model_dump(), "model": cfg.model.model_dump(exclude_unset=True)}
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

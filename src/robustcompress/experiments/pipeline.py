@@ -82,7 +82,7 @@ class ArtifactCache:
         """The artifact `key`, loaded if complete, else made by `make()` and saved.
 
         `stage` ("baseline" or the stage spec) goes into the metadata; a model's `rc_training`
-        attribute (the baseline's training summary) too.
+        attribute (the baseline's training summary) and `rc_given` (the file it was given as) too.
         """
         folder = self.path(key)
         if self.has(key):
@@ -90,7 +90,9 @@ class ArtifactCache:
             return load_checkpoint(folder)[0]
         model = make()
         training = getattr(model, "rc_training", None)
+        given = getattr(model, "rc_given", None)  # a baseline the config gave: which file it came from
         extra = {"training": training} if training else {}
+        extra.update({"given": given} if given else {})
         save_checkpoint(folder, model, {**self.meta, "stage": stage, **extra})
         return model
 

@@ -22,6 +22,7 @@ from robustcompress.device import resolve_device
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation.registry import EvalContext
 from robustcompress.experiments.config import ExperimentConfig, expand_grid
+from robustcompress.experiments.given import GivenModel, given_model, load_given
 from robustcompress.experiments.pipeline import (
     ArtifactCache,
     Step,
@@ -81,10 +82,14 @@ def run_experiment(
     result = ExperimentResult(cfg.name, folder=out / experiment_folder(cfg.name))
     exp_log = lambda m: log(f"[{cfg.name}] {m}")  # noqa: E731
 
-    key = baseline_key(cfg, spec)
+    given = given_model(cfg, splits.info)
+    key = baseline_key(cfg, spec, given)
     training_dir = cache.path(f"{key}.training")
 
     def train_baseline() -> nn.Module:
+        if given is not None:  # the user's model is the baseline: nothing is trained
+            exp_log(f"baseline: the {given.kind} {given.path}")
+            return load_given(given, cfg, splits.info)
         model = spec.build(seed=cfg.seed)
         exp_log(f"training {spec.name} on {cfg.data.dataset} ({len(splits.train)} images)")
         res = fit(
@@ -149,8 +154,9 @@ def require_study(cfg: ExperimentConfig, source: str = "the config") -> None:
     missing = []
     if "data" not in cfg.model_fields_set or "dataset" not in cfg.data.model_fields_set:
         missing.append('[data] dataset = "..."')
-    if "model" not in cfg.model_fields_set or "name" not in cfg.model.model_fields_set:
-        missing.append('[model] name = "..."')
+    named = {"name", "checkpoint"} & cfg.model.model_fields_set
+    if "model" not in cfg.model_fields_set or not named:
+        missing.append('[model] name = "..." (or checkpoint = "FOLDER")')
     if missing:
         raise ConfigError(
             f"{source} does not say what to run: it needs {' and '.join(missing)} (usually also [train], "
@@ -159,8 +165,12 @@ def require_study(cfg: ExperimentConfig, source: str = "the config") -> None:
         )
 
 
-def baseline_key(cfg: ExperimentConfig, spec: ModelSpec) -> str:
-    """The artifact key of an experiment's trained baseline: data, model, training and seed."""
+def baseline_key(cfg: ExperimentConfig, spec: ModelSpec, given: GivenModel | None = None) -> str:
+    """The artifact key of an experiment's baseline: data, model, training and seed; for a model the
+    config gives, data and the given file's content hash (with the seed when a new head is drawn)."""
+    if given is not None:
+        seed = {"seed": cfg.seed} if cfg.model.replace_head else {}
+        return digest({"data": _data_meta(cfg), **given.key_dict(), **seed})
     return digest(
         {"data": _data_meta(cfg), "model": spec.to_dict(), "train": cfg.train.key_dict(), "seed": cfg.seed}
     )
@@ -191,6 +201,7 @@ class PlannedArtifact:
     key: str
     cached: bool  # a complete checkpoint is in <output>/artifacts/<key>
     evaluations: list[PlannedEvaluation]  # empty for the models the experiment does not evaluate
+    given: str | None = None  # the baseline's checkpoint folder or weights file when the config gives one
 
 
 @dataclass
@@ -216,17 +227,18 @@ def plan(cfg: ExperimentConfig) -> list[PlannedExperiment]:
         data_id = json.dumps([point.data.dataset, point.data.root, point.data.download])
         if data_id not in infos:
             infos[data_id] = _load_data(point, info_only=True).info
-        planned.append(_plan_one(point, _model_spec(point, infos[data_id])))
+        info = infos[data_id]
+        planned.append(_plan_one(point, _model_spec(point, info), given_model(point, info)))
     return planned
 
 
-def _plan_one(cfg: ExperimentConfig, spec: ModelSpec) -> PlannedExperiment:
+def _plan_one(cfg: ExperimentConfig, spec: ModelSpec, given: GivenModel | None) -> PlannedExperiment:
     out = Path(cfg.output)
     cache = ArtifactCache(out / "artifacts", {})
     db = out / RESULTS_DB
     store = ResultsStore(db, readonly=True) if db.is_file() else None
     evaluations = [(t, evaluation_key(t, c)) for t, c in cfg.validated_evaluations()]
-    key = baseline_key(cfg, spec)
+    key = baseline_key(cfg, spec, given)
     steps = [Step("baseline", nn.Identity(), key)]  # keys only: no model is built
     for i, (stage_type, stage_cfg) in enumerate(cfg.validated_stages()):
         key = stage_key(key, stage_type, stage_cfg, cfg.seed)
@@ -239,7 +251,8 @@ def _plan_one(cfg: ExperimentConfig, spec: ModelSpec) -> PlannedExperiment:
             for t, k in (evaluations if s.key in evaluated else [])
         ]
         stage = s.label.split(":", 1)[-1]
-        artifacts.append(PlannedArtifact(_label(s, steps), stage, s.key, cache.has(s.key), evals))
+        source = str(given.path) if given is not None and s is steps[0] else None
+        artifacts.append(PlannedArtifact(_label(s, steps), stage, s.key, cache.has(s.key), evals, source))
     return PlannedExperiment(cfg.name, cfg.output, artifacts, [{"type": t, "key": k} for t, k in evaluations])
 
 
