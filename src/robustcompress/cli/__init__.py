@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "robustcompress.cli.attack",
     "robustcompress.cli.importing",
     "robustcompress.cli.analyze",
+    "robustcompress.cli.finetune",
 ]
 
 
