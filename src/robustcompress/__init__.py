@@ -11,3 +11,27 @@ __all__ = ["RobustCompressError", "__version__"]
 from robustcompress.plugins import load_plugins  # noqa: E402
 
 load_plugins()
+
+# The one-call API (robustcompress.compress, evaluate, finetune, export ...); after the plugins,
+# which it uses.
+from robustcompress.api import (  # noqa: E402
+    compress,
+    evaluate,
+    export,
+    finetune,
+    import_model,
+    load_checkpoint,
+    load_dataset,
+    save_checkpoint,
+)
+
+__all__ += [
+    "compress",
+    "evaluate",
+    "export",
+    "finetune",
+    "import_model",
+    "load_checkpoint",
+    "load_dataset",
+    "save_checkpoint",
+]
