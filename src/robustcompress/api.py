@@ -57,7 +57,8 @@ def _splits(data: Data, root: str | Path | None, seed: int) -> DataSplits:
     if isinstance(data, str):
         return load_dataset(data, root=root, seed=seed)
     raise ConfigError(
-        f"data must be a DataSplits (robustcompress.load_dataset(...)) or a dataset name, got {type(data).__name__}"
+        "data must be a DataSplits (robustcompress.load_dataset(...)) or a dataset name, "
+        f"got {type(data).__name__}"
     )
 
 
