@@ -286,10 +286,10 @@ def evaluate(
     """
     model = _model(model)
     entries = evaluation_entries(attacks, eps, norm, corruptions, certify, efficiency, size, attack_params)
-    if size and parent is None and _spec(model) is None:
+    if size and _spec(model) is None:
         raise ConfigError(
-            "size compares with the uncompressed model: pass parent=<the model before compression> "
-            "(this model carries no spec to rebuild it from)"
+            "size writes the model's rcz file, which needs a model that rebuilds: wrap it with "
+            "robustcompress.import_model(model, data) (its class importable by path)"
         )
     typed = parse_evaluations(entries)
     splits = _splits(data, root, seed)
