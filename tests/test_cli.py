@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -262,3 +263,71 @@ def test_command_choices_are_the_registries():
         assert all(name in help_text for name in names), command
     wrong = _run(["compress", "ck", "--objective", "bogus", "--out", "x"])
     assert wrong.exit_code == 2 and all(f"'{name}'" in wrong.output for name in OBJECTIVES.names())
+
+
+def test_every_help_ends_with_examples_and_names_only_docs_that_exist():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    commands = [
+        line.split()[0] for line in _run(["--help"]).output.split("Commands:")[1].strip().splitlines()
+    ]
+    for command in commands:
+        text = _run([command, "--help"]).output
+        assert "Examples:" in text, command
+        tail = text.rsplit("Examples:", 1)[1].strip().splitlines()
+        calls = [line.strip() for line in tail if line.strip().startswith("robustcompress ")]
+        assert 2 <= len(calls) <= 3, command
+        assert all(c.startswith(f"robustcompress {command} ") for c in calls), command
+        # every other line of the tail continues an example (after a trailing backslash)
+        assert len(tail) == len(calls) + sum(line.rstrip().endswith("\\") for line in tail), command
+        for doc in re.findall(r"docs/[\w./-]*\w", text.replace("\n", " ")):
+            assert (repo / doc).exists(), f"{command} --help names {doc}, which does not exist"
+
+
+@pytest.mark.parametrize("command", ["attack", "evaluate"])
+@pytest.mark.parametrize(
+    ("norm", "eps", "refused"),
+    [("linf", "2", "exceeds"), ("linf", "0", "eps > 0"), ("l2", "-1", "eps > 0"), ("l2", "2", None)],
+)
+def test_eps_outside_the_pixel_range_is_refused(tmp_path, command, norm, eps, refused):
+    missing = str(tmp_path / "no-checkpoint")
+    option = "--attack" if command == "attack" else "--attacks"
+    result = _run([command, missing, option, "pgd", "--norm", norm, "--eps", eps])
+    assert result.exit_code == 2
+    if refused:
+        assert refused in result.output and "Traceback" not in result.output
+    else:  # an L2 budget of 2 is valid: the command goes on and fails only at the missing checkpoint
+        assert "no-checkpoint does not exist" in result.output
+
+
+def test_compress_preset_epochs_json_reports_what_changed(trained_cnn8, tmp_path, data_root):
+    from robustcompress.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "base", trained_cnn8[0], {"data": {"dataset": "fashion-mnist"}})
+    args = ["compress", str(tmp_path / "base"), "--preset", "pcqat-int8", "--epochs", "1", "--amount", "0.6"]
+    args += ["--data-root", str(data_root), "--limit-train", "200", "--limit-test", "100", "--json"]
+    result = _run([*args, "--out", str(tmp_path / "small")])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    for key in ("acc.clean", "params", "params.nonzero", "macs", "macs.nonzero", "size.bytes"):
+        assert key in m and f"{key}.before" in m, key
+    assert m["macs"] == m["macs.before"]  # unstructured pruning and int8 keep the graph
+    assert m["params.nonzero"] < 0.5 * m["params.nonzero.before"]  # 60% of the weights pruned
+    assert m["size.bytes"] * 3 < m["size.bytes.before"]  # int8 weights, half of them zero-coded
+    assert (tmp_path / "small" / "model.safetensors").stat().st_size == m["size.bytes"]
+    recipe = json.loads((tmp_path / "small" / "meta.json").read_text())["recipe"]
+    assert recipe == [{"type": "preset", "name": "pcqat-int8", "epochs": 1, "amount": 0.6}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "qat", "--clusters", "8"], "nothing that --clusters changes"),
+        (["--prune", "global", "--amount", "0.5", "--epochs", "1"], "--finetune-epochs"),
+        (["--preset", "qat", "--int8"], "drop --preset"),
+    ],
+)
+def test_compress_preset_option_misuse_exits_2(tmp_path, extra, message):
+    result = _run(["compress", str(tmp_path / "ck"), *extra, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and message in result.output

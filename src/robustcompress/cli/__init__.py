@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "robustcompress.cli.importing",
     "robustcompress.cli.analyze",
     "robustcompress.cli.certify",
+    "robustcompress.cli.finetune",
 ]
 
 

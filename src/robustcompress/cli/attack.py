@@ -25,7 +25,16 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@click.command()
+EXAMPLES = """
+\b
+Examples:
+  robustcompress attack runs/x/model --attack pgd --eps 0.1 --steps 20 --step-size 0.01
+  robustcompress attack CKPT --attack standard --eps 8/255 --n-examples 500 --json
+  robustcompress attack CKPT --attack pgd --norm l2 --eps 0.25 --eps 0.5 --plot curve.png
+"""
+
+
+@click.command(epilog=EXAMPLES)
 @click.argument("checkpoint", type=click.Path())
 @data_options
 @click.option(
@@ -40,7 +49,8 @@ def _log(msg: str) -> None:
     type=FRACTION,
     multiple=True,
     required=True,
-    help="Perturbation budget in pixel scale [0, 1]; fractions like 8/255; repeat for a curve.",
+    help="Perturbation budget on [0, 1] pixels (L-inf in (0, 1], L2 > 0); fractions like 8/255; "
+    "repeat for a curve.",
 )
 @attack_budget_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
@@ -96,9 +106,12 @@ def attack(
 ):
     """Attack a checkpoint's test images; print clean and robust accuracy and any masking flags.
 
-    Example: robustcompress attack runs/x/model --attack pgd --eps 0.1 --steps 20 --step-size 0.01
+    Attacks and budgets are described in docs/attacks.md.
     """
+    from robustcompress.api import check_eps
     from robustcompress.cli.core import evaluate_checkpoint
+
+    check_eps(norm, eps)
 
     adv = adversarial_evaluation(
         attacks,

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from robustcompress.api import change_metrics
 from robustcompress.checkpoint import load_checkpoint, save_checkpoint
 from robustcompress.cli.common import (
     checkpoint_data,
@@ -37,11 +38,27 @@ def recipe_from_options(
     finetune_epochs: int,
     objective: str,
     objective_params: dict[str, Any],
+    epochs: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The ordered stage list the options describe: prune -> finetune -> cluster -> ptq|qat -> int8."""
+    """The ordered stage list the options describe: prune -> finetune -> cluster -> ptq|qat -> int8.
+
+    With a preset, --epochs, --amount, --clusters and --bits change the preset's training budget
+    and strengths (compression.presets.preset_stages) instead of adding stages.
+    """
+    if preset:
+        if prune or int8 or qat_epochs:
+            raise ConfigError(
+                "--prune, --int8 and --qat-epochs describe your own recipe; with --preset change the preset "
+                "with --epochs, --amount, --clusters and --bits, or drop --preset"
+            )
+        overrides = {"epochs": epochs, "amount": amount, "clusters": cluster, "bits": quantize}
+        _check_preset_overrides(preset, {k: v for k, v in overrides.items() if v is not None})
+    elif epochs is not None:
+        raise ConfigError(
+            "--epochs sets a preset's training budget; without --preset use --finetune-epochs "
+            "and --qat-epochs"
+        )
     explicit = prune or cluster or quantize or int8
-    if preset and explicit:
-        raise ConfigError("give either --preset or explicit --prune/--cluster/--quantize/--int8, not both")
     finetune = {
         "type": "finetune",
         "epochs": finetune_epochs,
@@ -49,7 +66,8 @@ def recipe_from_options(
         "objective_params": objective_params,
     }
     if preset:
-        stages: list[dict[str, Any]] = [{"type": "preset", "name": preset}]
+        entry = {"type": "preset", "name": preset, **{k: v for k, v in overrides.items() if v is not None}}
+        stages: list[dict[str, Any]] = [entry]
         return stages + ([finetune] if finetune_epochs else [])
     if not explicit and not finetune_epochs:
         raise ConfigError(
@@ -77,7 +95,30 @@ def recipe_from_options(
     return stages
 
 
-@click.command()
+def _check_preset_overrides(name: str, overrides: dict[str, Any]) -> None:
+    """Refuse an override that would change nothing in the preset (e.g. --clusters for qat)."""
+    from robustcompress.compression.presets import PRESETS, preset_stages
+
+    option = {"epochs": "--epochs", "amount": "--amount", "clusters": "--clusters", "bits": "--bits"}
+    for key, value in overrides.items():
+        if preset_stages(name, **{key: value}) == PRESETS[name]:
+            raise ConfigError(
+                f"preset {name!r} has nothing that {option[key]} changes "
+                f"(its stages: {', '.join(s['type'] for s in PRESETS[name])})"
+            )
+
+
+EXAMPLES = """
+\b
+Examples:
+  robustcompress compress runs/train/cnn8-fashion-mnist-s0 --preset pcqat-int8 --epochs 1 --json \\
+      --out runs/cnn8-pcqat
+  robustcompress compress CKPT --prune channel --amount 0.5 --finetune-epochs 2 --out runs/cnn8-half
+  robustcompress compress CKPT --cluster 16 --quantize 8 --qat-epochs 1 --int8 --out runs/cnn8-int8
+"""
+
+
+@click.command(epilog=EXAMPLES)
 @click.argument("checkpoint", type=click.Path())
 @click.option(
     "--preset",
@@ -85,6 +126,13 @@ def recipe_from_options(
     metavar="NAME",
     default=None,
     help=f"A named recipe of stages: {listing(sorted(PRESETS))} (docs/quantization.md, Presets).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --preset: every training budget of the preset (its default is paper 000's, up to 30 "
+    "epochs per step).",
 )
 @click.option(
     "--prune",
@@ -96,12 +144,24 @@ def recipe_from_options(
     "--amount",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
-    help="Fraction of weights (or channels) to prune.",
+    help="Fraction of weights (or channels) to prune; with --preset, the preset's.",
 )
 @click.option(
-    "--cluster", type=click.IntRange(min=2), default=None, help="Share weights: N clusters per layer."
+    "--cluster",
+    "--clusters",
+    "cluster",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Share weights: N clusters per layer; with --preset, the preset's cluster count.",
 )
-@click.option("--quantize", type=click.IntRange(1, 16), default=None, help="Quantize weights to BITS bits.")
+@click.option(
+    "--quantize",
+    "--bits",
+    "quantize",
+    type=click.IntRange(1, 16),
+    default=None,
+    help="Quantize weights to BITS bits; with --preset, the preset's QAT/PTQ bit width.",
+)
 @click.option(
     "--qat-epochs",
     type=click.IntRange(min=0),
@@ -140,6 +200,7 @@ def recipe_from_options(
 def compress(
     checkpoint,
     preset,
+    epochs,
     prune,
     amount,
     cluster,
@@ -159,13 +220,10 @@ def compress(
     device,
     as_json,
 ):
-    """Compress a checkpoint, fine-tune if asked, save it and report accuracy before and after.
+    """Compress a checkpoint, fine-tune if asked, save it and report what changed.
 
-    \b
-    Examples:
-      robustcompress compress runs/train/cnn8-fashion-mnist-s0 --preset pcqat-int8 --out runs/cnn8-pcqat
-      robustcompress compress CKPT --prune channel --amount 0.5 --finetune-epochs 2 --out runs/cnn8-half
-      robustcompress compress CKPT --cluster 16 --quantize 8 --qat-epochs 1 --int8 --out runs/cnn8-int8
+    Prints clean accuracy before and after; --json adds parameters, non-zero weights, MACs of one
+    image and checkpoint bytes, each before (<name>.before) and after.
     """
     from robustcompress.cli.core import parse_params
 
@@ -180,6 +238,7 @@ def compress(
         finetune_epochs,
         objective,
         parse_params(objective_params),
+        epochs,
     )
     stages = parse_stages(recipe)
     model, meta = load_checkpoint(checkpoint)
@@ -202,6 +261,7 @@ def compress(
     compressed = steps[-1].model if steps else model
     after = run_evaluations(compressed, clean, ectx, label="output")["acc.clean"]
     metrics = {"acc.clean.before": before, "acc.clean": after}
+    metrics.update(change_metrics(model, [s.model for s in steps], splits.test.x))
     data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
     save_checkpoint(
         out,
@@ -217,7 +277,10 @@ def compress(
     if as_json:
         print_json(metrics)
     else:
-        click.echo(f"accuracy {before:.4f} -> {after:.4f}; compressed checkpoint: {out}")
+        click.echo(
+            f"accuracy {before:.4f} -> {after:.4f}; checkpoint bytes {metrics['size.bytes.before']} -> "
+            f"{metrics['size.bytes']}; compressed checkpoint: {out}"
+        )
 
 
 COMMANDS = [compress]

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from robustcompress.api import check_eps
 from robustcompress.cli.common import (
     FRACTION,
     adversarial_evaluation,
@@ -33,7 +34,16 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@click.command()
+TRAIN_EXAMPLES = """
+\b
+Examples:
+  robustcompress train --model cnn8 --dataset fashion-mnist --epochs 3 --json
+  robustcompress train --model resnet18 --dataset cifar10 --augment crop,flip --epochs 30
+  robustcompress train --objective pgd --objective-param eps=0.1 --out runs/cnn8-at
+"""
+
+
+@click.command(epilog=TRAIN_EXAMPLES)
 @click.option(
     "--model",
     "model_name",
@@ -120,14 +130,7 @@ def train(
     device,
     as_json,
 ):
-    """Train a model from scratch and save a checkpoint (safetensors + JSON), every epoch.
-
-    \b
-    Examples:
-      robustcompress train --model cnn8 --dataset fashion-mnist --epochs 3 --json
-      robustcompress train --model resnet18 --dataset cifar10 --augment crop,flip --epochs 30
-      robustcompress train --objective pgd --objective-param eps=0.1 --out runs/cnn8-at
-    """
+    """Train a model from scratch and save a checkpoint (safetensors + JSON), every epoch."""
     from robustcompress.data import load_dataset
     from robustcompress.evaluation import accuracy
     from robustcompress.models import ModelSpec
@@ -187,7 +190,16 @@ def train(
     _report(metrics, as_json, f"checkpoint: {out}")
 
 
-@click.command()
+EVALUATE_EXAMPLES = """
+\b
+Examples:
+  robustcompress evaluate runs/train/cnn8-fashion-mnist-s0 --json
+  robustcompress evaluate CKPT --attacks pgd,standard --eps 0.1 --n-examples 500
+  robustcompress evaluate CKPT --corruptions cifar-c --efficiency --size --parent PARENT_CKPT
+"""
+
+
+@click.command(epilog=EVALUATE_EXAMPLES)
 @click.argument("checkpoint", type=click.Path())
 @data_options
 @click.option(
@@ -196,7 +208,11 @@ def train(
     help=f"Comma-separated attacks or attack suites: {listing(attack_names())}.",
 )
 @click.option(
-    "--eps", "eps", type=FRACTION, multiple=True, help="Attack budget(s); fractions like 8/255 accepted."
+    "--eps",
+    "eps",
+    type=FRACTION,
+    multiple=True,
+    help="Attack budget(s) on [0, 1] pixels: L-inf in (0, 1], L2 > 0; fractions like 8/255 accepted.",
 )
 @attack_budget_options
 @click.option("--corruptions", type=click.Choice(SUITES.names()), default=None, help="Corruption suite.")
@@ -241,18 +257,12 @@ def evaluate(
     device,
     as_json,
 ):
-    """Evaluate a checkpoint: clean accuracy, and optionally attacks, corruptions, efficiency, size.
-
-    \b
-    Examples:
-      robustcompress evaluate runs/train/cnn8-fashion-mnist-s0 --json
-      robustcompress evaluate CKPT --attacks pgd,standard --eps 0.1 --n-examples 500
-      robustcompress evaluate CKPT --corruptions cifar-c --efficiency --size --parent PARENT_CKPT
-    """
+    """Evaluate a checkpoint: clean accuracy, and optionally attacks, corruptions, efficiency, size."""
     evaluations: list[dict[str, Any]] = [{"type": "clean"}]
     if attacks:
         if not eps:
             raise ConfigError("--attacks needs at least one --eps (e.g. --eps 8/255)")
+        check_eps(norm, eps)
         evaluations.append(
             adversarial_evaluation(
                 attacks, norm, eps, restarts, steps=steps, step_size=step_size, n_examples=n_examples
@@ -310,7 +320,16 @@ def evaluate_checkpoint(
     return run_evaluations(model, typed, ctx, label=str(checkpoint))
 
 
-@click.command()
+RUN_EXAMPLES = """
+\b
+Examples:
+  robustcompress run src/robustcompress/configs/demo.toml --set train.epochs=1
+  robustcompress run configs/paper003-fashion-mnist.toml --dry-run
+  robustcompress run my-study.toml --out runs/my-study --json
+"""
+
+
+@click.command(epilog=RUN_EXAMPLES)
 @click.argument("config", type=click.Path())
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Output folder (overrides the config's)."
@@ -332,14 +351,7 @@ def evaluate_checkpoint(
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def run(config, out, overrides, dry_run, as_json, quiet):
-    """Run the experiment(s) of a TOML config; finished work is cached and skipped on rerun.
-
-    \b
-    Examples:
-      robustcompress run src/robustcompress/configs/demo.toml --set train.epochs=1
-      robustcompress run configs/paper003-fashion-mnist.toml --dry-run
-      robustcompress run my-study.toml --out runs/my-study --json
-    """
+    """Run the experiment(s) of a TOML config; finished work is cached and skipped on rerun."""
     from robustcompress.experiments.config import load_config
     from robustcompress.experiments.runner import plan, require_study, run_experiments
     from robustcompress.experiments.store import RESULTS_DB, format_table
@@ -381,7 +393,16 @@ def format_plan(planned) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+RESULTS_EXAMPLES = """
+\b
+Examples:
+  robustcompress results runs/demo
+  robustcompress results runs/demo --metrics acc.clean,mce,size.ratio
+  robustcompress results runs/demo --experiment demo/pcqat-int8 --json
+"""
+
+
+@click.command(epilog=RESULTS_EXAMPLES)
 @click.argument("folder", type=click.Path(), default="runs")
 @click.option("--experiment", default=None, help="Only this experiment.")
 @click.option(
@@ -393,14 +414,7 @@ def format_plan(planned) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
 def results(folder, experiment, columns, as_json):
-    """Show the results store of an output folder as a table (or JSON).
-
-    \b
-    Examples:
-      robustcompress results runs/demo
-      robustcompress results runs/demo --metrics acc.clean,mce,size.ratio
-      robustcompress results runs/demo --experiment demo/pcqat-int8 --json
-    """
+    """Show the results store of an output folder as a table (or JSON)."""
     from robustcompress.experiments.store import ResultsStore, format_table, select_metrics
 
     rows = ResultsStore.open(folder).metrics(experiment)
@@ -411,7 +425,15 @@ def results(folder, experiment, columns, as_json):
         click.echo(format_table(rows, chosen))
 
 
-@click.command()
+DEMO_EXAMPLES = """
+\b
+Examples:
+  robustcompress demo --quick --data-root ../shared/data
+  robustcompress demo --out runs/demo --json
+"""
+
+
+@click.command(epilog=DEMO_EXAMPLES)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),

@@ -33,7 +33,22 @@ def _test_images(dataset, data_root, download, limit_test):
     return splits.test
 
 
-@click.command()
+CORRUPT_EXAMPLES = """
+\b
+Examples:
+  robustcompress corrupt --dataset cifar10 --out data/cifar10-c --json
+  robustcompress corrupt --dataset fashion-mnist --suite mnist-c --severities 3,5 --out data/fmnist-c
+  robustcompress corrupt --dataset cifar10 --corruptions fog,frost --limit-test 100 --out c --grid c.png
+"""
+GRID_EXAMPLES = """
+\b
+Examples:
+  robustcompress corruption-grid --dataset cifar10 --out grid.png
+  robustcompress corruption-grid --dataset fashion-mnist --suite mnist-c --index 3 --out grid.png
+"""
+
+
+@click.command(epilog=CORRUPT_EXAMPLES)
 @data_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
 @click.option("--suite", type=click.Choice(SUITES.names()), default="cifar-c", show_default=True)
@@ -118,7 +133,7 @@ def corrupt(
         print_json(manifest)
 
 
-@click.command("corruption-grid")
+@click.command("corruption-grid", epilog=GRID_EXAMPLES)
 @data_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG file to write.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Which test image.")

@@ -6,8 +6,16 @@ import click
 
 from robustcompress.cli.common import split_list, user_errors
 
+EXAMPLES = """
+\b
+Examples:
+  robustcompress report runs/demo
+  robustcompress report runs/demo --markdown --columns acc.clean,mce,size.ratio
+  robustcompress report runs/my-study --out my-study.html
+"""
 
-@click.command()
+
+@click.command(epilog=EXAMPLES)
 @click.argument("output_folder", type=click.Path())
 @click.option(
     "--out",
