@@ -222,3 +222,25 @@ def test_lowest_module_alone_fills_every_registry():
     assert {"prune", "finetune", "cluster", "ptq", "qat", "int8"} <= set(got["STAGES"])
     assert {"clean", "adversarial", "corruption", "efficiency", "size"} <= set(got["EVALUATIONS"])
     assert {"prune_masks", "channel_pruned", "clustered", "fake_quant", "int8"} <= set(got["STRUCTURES"])
+
+
+def test_the_one_call_api_alone(tmp_path, data_root):
+    """`import robustcompress` is all a notebook needs: compress, evaluate and export a plain module."""
+    out = fresh(f"""
+        import json
+        import torch
+        import robustcompress as rc
+
+        data = rc.load_dataset("fashion-mnist", root="{data_root}", limit_train=220, limit_test=64)
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        recipe = [{{"type": "prune", "method": "global", "amount": 0.5}}]
+        model, metrics = rc.compress(net, data, recipe=recipe)
+        evaluated = rc.evaluate(model, data)
+        report = rc.export(model, "{tmp_path / "net.onnx"}", format="onnx", calibration=data)
+        print(json.dumps({{"metrics": metrics, "evaluated": evaluated, "parity": report["parity_ok"]}}))
+    """)
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["metrics"]["params.nonzero"] < got["metrics"]["params.nonzero.before"]
+    assert got["evaluated"]["acc.clean"] == got["metrics"]["acc.clean"]
+    assert got["parity"] is True

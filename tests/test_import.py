@@ -49,6 +49,10 @@ def _plain_accuracy(net, data, mean=0.0, std=1.0) -> float:
 def user_net(request, fmnist):
     """(normalisation, trained ResidualCNN): 120 Adam steps on 1000 Fashion-MNIST images."""
     mean, std = FMNIST_STATS if request.param == "own" else (0.0, 1.0)
+    return request.param, _train_user_net(fmnist, mean, std)
+
+
+def _train_user_net(fmnist, mean: float, std: float) -> ResidualCNN:
     torch.manual_seed(0)
     net = ResidualCNN()
     opt = torch.optim.Adam(net.parameters(), lr=5e-3)
@@ -59,7 +63,7 @@ def user_net(request, fmnist):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return request.param, net.eval()
+    return net.eval()
 
 
 def _normalize_option(kind: str) -> str:
@@ -349,3 +353,34 @@ def test_pickle_module_is_not_needed_for_safe_files(tmp_path):
     (tmp_path / "x.pth").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError):
         read_state_dict(tmp_path / "x.pth")
+
+
+def test_an_imported_user_model_prunes_finetunes_adversarially_and_exports(fmnist, data_root, tmp_path):
+    """The whole way of a user's own residual CNN: import, channel pruning, PGD fine-tuning, ONNX."""
+    net = _train_user_net(fmnist, 0.0, 1.0)
+    weights = tmp_path / "net.safetensors"
+    safetensors.torch.save_file(net.state_dict(), str(weights))
+    data = ["--dataset", "fashion-mnist", "--data-root", data_root, "--limit-train", 600, "--limit-test", 200]
+    imported, pruned, tuned, onnx = (tmp_path / n for n in ("ck", "pruned", "tuned", "net.onnx"))
+    assert _cli("import", "--model", FACTORY, "--weights", weights, *data, "--out", imported).exit_code == 0
+
+    result = _cli(
+        "compress", imported, "--prune", "channel", "--amount", 0.5, *data, "--out", pruned, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)
+    assert counts["params"] < counts["params.before"] and counts["macs"] < counts["macs.before"]
+
+    result = _cli("finetune", pruned, "--objective", "pgd", "--objective-param", "eps=0.1",
+                  "--objective-param", "steps=3", "--epochs", 1, "--max-steps-per-epoch", 4,
+                  *data, "--out", tuned, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reloaded, _ = load_checkpoint(tuned)
+    assert sum(p.numel() for p in reloaded.parameters()) == counts["params"]  # the cut channels stay cut
+
+    result = _cli(
+        "export", tuned, "--format", "onnx", *data, "--calibration-images", 64, "--out", onnx, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["parity_ok"] and onnx.is_file()
