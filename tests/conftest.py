@@ -67,3 +67,12 @@ def trained_cnn8(data_root):
     model = ModelSpec.for_data("cnn8", splits.info).build()
     fit(model, splits, TrainConfig(epochs=2, batch_size=64, lr=0.05), device="cpu", seed=0, progress=False)
     return model.eval(), splits
+
+
+@pytest.fixture(autouse=True)
+def _shared_cnn8_back_in_eval_mode(request):
+    """Tests share the session's trained cnn8; one that trains or attacks it may leave it in train
+    mode, which changes what batch norm computes for every later test in the same worker."""
+    yield
+    if "trained_cnn8" in request.fixturenames:
+        request.getfixturevalue("trained_cnn8")[0].eval()

@@ -26,7 +26,7 @@ def data(trained_cnn8):
 
 @pytest.fixture(scope="module")
 def model(trained_cnn8):
-    return trained_cnn8[0]
+    return copy.deepcopy(trained_cnn8[0]).eval()
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2, 1])

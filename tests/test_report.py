@@ -309,14 +309,14 @@ def test_a_new_evaluation_declares_how_the_report_reads_its_metrics():
     from robustcompress.evaluation import EVALUATIONS, EvalConfig, MetricSpec, register_evaluation
     from robustcompress.report.metrics import better, delta_sign, format_value
 
-    specs = [MetricSpec("cert.smooth.*.r*", "accuracy", "higher", "fraction", "certified accuracy")]
-    assert better("cert.smooth.linf.r0.5") is None
+    specs = [MetricSpec("probe.smooth.*.r*", "accuracy", "higher", "fraction", "certified accuracy")]
+    assert better("probe.smooth.linf.r0.5") is None
     register_evaluation("test-cert", EvalConfig, metrics=specs, needs="parent")(lambda m, c, x: {})
     try:
         assert EVALUATIONS.get("test-cert").needs == {"parent"}
-        assert better("cert.smooth.linf.r0.5") == "max"
-        assert format_value("cert.smooth.linf.r0.5", 0.5) == "50.00%"
-        assert delta_sign("cert.smooth.linf.r0.5", 0.4, 0.5) == -1
+        assert better("probe.smooth.linf.r0.5") == "max"
+        assert format_value("probe.smooth.linf.r0.5", 0.5) == "50.00%"
+        assert delta_sign("probe.smooth.linf.r0.5", 0.4, 0.5) == -1
     finally:
         EVALUATIONS._items.pop("test-cert")
     with pytest.raises(ValueError, match="better must be"):

@@ -31,7 +31,16 @@ def _floats(text: str | None, what: str) -> list[float] | None:
         raise ConfigError(f"--{what} takes comma-separated numbers like 0,0.25,0.5; got {text!r}") from None
 
 
-@click.command()
+EXAMPLES = """
+\b
+Examples:
+  robustcompress certify runs/cnn8 --sigma 0.25 --n 1000 --radii 0,0.25,0.5 --n-examples 100 --json
+  robustcompress certify runs/cnn8-int8 --sigma 0.12,0.25 --n 10000 --per-example cert.tsv
+  robustcompress certify runs/cnn8 --transforms rotation,brightness --eps 0.05 --n 200
+"""
+
+
+@click.command(epilog=EXAMPLES)
 @click.argument("checkpoint", type=click.Path())
 @data_options
 @click.option(
