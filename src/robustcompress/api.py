@@ -136,6 +136,18 @@ def change_metrics(before: nn.Module, steps: Sequence[nn.Module], example: torch
     return metrics
 
 
+def apply_measured(
+    model: nn.Module, stages: Sequence[Any], ctx: StageContext
+) -> tuple[list[Any], float, float]:
+    """Apply `stages` to `model` with its clean test accuracy before and after: (steps, before, after)."""
+    clean = parse_evaluations([{"type": "clean"}])
+    ectx = EvalContext(data=ctx.data, device=ctx.device, seed=ctx.seed, log=ctx.log)
+    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
+    steps = apply_stages(model, stages, ctx)
+    after = run_evaluations(steps[-1].model if steps else model, clean, ectx, label="output")["acc.clean"]
+    return steps, before, after
+
+
 def recipe_stages(
     recipe: str | Sequence[dict[str, Any]],
     epochs: int | None = None,
@@ -190,16 +202,13 @@ def compress(
         recipe_stages(recipe, epochs, amount=amount, clusters=clusters, bits=bits), "recipe"
     )
     train_cfg = train if isinstance(train, TrainConfig) else TrainConfig.parse(train or {}, where="train")
-    dev = resolve_device(device)
     ctx = StageContext(
-        data=splits, device=dev, seed=seed, train=train_cfg, parent=model, log=log, progress=False
-    )
-    clean = parse_evaluations([{"type": "clean"}])
-    ectx = EvalContext(data=splits, device=dev, seed=seed, log=log)
-    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
-    steps = [s.model for s in apply_stages(model, stages, ctx)]
+        data=splits, device=resolve_device(device), seed=seed, train=train_cfg, parent=model, log=log,
+        progress=False,
+    )  # fmt: skip
+    applied, before, after = apply_measured(model, stages, ctx)
+    steps = [s.model for s in applied]
     out = steps[-1] if steps else copy.deepcopy(model)
-    after = run_evaluations(out, clean, ectx, label="output")["acc.clean"]
     metrics = {"acc.clean.before": before, "acc.clean": after, **change_metrics(model, steps, splits.test.x)}
     return out, metrics
 
