@@ -19,12 +19,14 @@ from torch import nn
 
 from robustcompress import API
 from robustcompress.capabilities import runs_in_torch, stored_tensors
+from robustcompress.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
 from robustcompress.data import DataSplits, load_dataset
 from robustcompress.device import resolve_device
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation.registry import EVALUATIONS, EvalContext
 from robustcompress.experiments.pipeline import apply_stages, parse_evaluations, parse_stages, run_evaluations
 from robustcompress.measure import count_macs, count_params
+from robustcompress.models.importing import import_model  # noqa: F401  (re-exported)
 from robustcompress.stages import StageContext
 from robustcompress.training import TrainConfig
 
