@@ -13,8 +13,9 @@ from robustcompress.plugins import load_plugins  # noqa: E402
 load_plugins()
 
 # The one-call API (robustcompress.compress, evaluate, finetune, export ...), read from
-# robustcompress.api on first use: the package's own module imports no room statically, so no
-# room's import of `robustcompress` (for __version__) makes a cycle.
+# robustcompress.api (whose __all__ starts with these) on first use: the package's own module
+# imports no room statically, so no room's import of `robustcompress` (for __version__) makes a
+# cycle.
 API = (
     "compress",
     "evaluate",

@@ -17,31 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustcompress import API
 from robustcompress.capabilities import runs_in_torch, stored_tensors
-from robustcompress.checkpoint import load_checkpoint, save_checkpoint
+from robustcompress.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
 from robustcompress.data import DataSplits, load_dataset
 from robustcompress.device import resolve_device
 from robustcompress.errors import ConfigError
 from robustcompress.evaluation.registry import EVALUATIONS, EvalContext
 from robustcompress.experiments.pipeline import apply_stages, parse_evaluations, parse_stages, run_evaluations
 from robustcompress.measure import count_macs, count_params
-from robustcompress.models.importing import import_model
+from robustcompress.models.importing import import_model  # noqa: F401  (re-exported)
 from robustcompress.stages import StageContext
 from robustcompress.training import TrainConfig
 
-__all__ = [
-    "change_metrics",
-    "check_eps",
-    "compress",
-    "evaluate",
-    "export",
-    "finetune",
-    "import_model",
-    "load_checkpoint",
-    "load_dataset",
-    "model_counts",
-    "save_checkpoint",
-]
+# The names `robustcompress` itself offers (read from here on first use), and the helpers below.
+__all__ = [*API, "apply_measured", "change_metrics", "check_eps", "model_counts"]
 
 Data = DataSplits | str
 Log = Callable[[str], None]
@@ -136,6 +126,18 @@ def change_metrics(before: nn.Module, steps: Sequence[nn.Module], example: torch
     return metrics
 
 
+def apply_measured(
+    model: nn.Module, stages: Sequence[Any], ctx: StageContext
+) -> tuple[list[Any], float, float]:
+    """Apply `stages` to `model` with its clean test accuracy before and after: (steps, before, after)."""
+    clean = parse_evaluations([{"type": "clean"}])
+    ectx = EvalContext(data=ctx.data, device=ctx.device, seed=ctx.seed, log=ctx.log)
+    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
+    steps = apply_stages(model, stages, ctx)
+    after = run_evaluations(steps[-1].model if steps else model, clean, ectx, label="output")["acc.clean"]
+    return steps, before, after
+
+
 def recipe_stages(
     recipe: str | Sequence[dict[str, Any]],
     epochs: int | None = None,
@@ -190,16 +192,13 @@ def compress(
         recipe_stages(recipe, epochs, amount=amount, clusters=clusters, bits=bits), "recipe"
     )
     train_cfg = train if isinstance(train, TrainConfig) else TrainConfig.parse(train or {}, where="train")
-    dev = resolve_device(device)
     ctx = StageContext(
-        data=splits, device=dev, seed=seed, train=train_cfg, parent=model, log=log, progress=False
-    )
-    clean = parse_evaluations([{"type": "clean"}])
-    ectx = EvalContext(data=splits, device=dev, seed=seed, log=log)
-    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
-    steps = [s.model for s in apply_stages(model, stages, ctx)]
+        data=splits, device=resolve_device(device), seed=seed, train=train_cfg, parent=model, log=log,
+        progress=False,
+    )  # fmt: skip
+    applied, before, after = apply_measured(model, stages, ctx)
+    steps = [s.model for s in applied]
     out = steps[-1] if steps else copy.deepcopy(model)
-    after = run_evaluations(out, clean, ectx, label="output")["acc.clean"]
     metrics = {"acc.clean.before": before, "acc.clean": after, **change_metrics(model, steps, splits.test.x)}
     return out, metrics
 
@@ -217,6 +216,7 @@ def _names(value: str | Sequence[str]) -> list[str]:
 def evaluation_entries(
     attacks: str | Sequence[str] | None = None,
     eps: float | Sequence[float] | None = None,
+    *,
     norm: str = "linf",
     corruptions: str | dict[str, Any] | None = None,
     certify: dict[str, Any] | None = None,
@@ -264,29 +264,25 @@ def evaluate(
     attacks: str | Sequence[str] | None = None,
     eps: float | Sequence[float] | None = None,
     *,
-    norm: str = "linf",
-    corruptions: str | dict[str, Any] | None = None,
-    certify: dict[str, Any] | None = None,
-    efficiency: bool | dict[str, Any] = False,
-    size: bool | dict[str, Any] = False,
     parent: nn.Module | None = None,
-    attack_params: dict[str, Any] | None = None,
     device: str = "auto",
     seed: int = 0,
     root: str | Path | None = None,
     log: Log = _quiet,
+    **measure: Any,
 ) -> dict[str, Any]:
     """Measure `model` on the test split: clean accuracy, and what else is asked; one dict of metrics.
 
     `attacks`: "standard", "pgd", "pgd,square" or a list, at budget(s) `eps` in `norm` ("linf",
-    "l2"); `attack_params`: more fields of the adversarial evaluation (steps, n_examples ...).
-    `corruptions`: a suite ("cifar-c", "mnist-c") or a corruption evaluation dict. `certify`: the
-    `certified` evaluation's fields. `efficiency`, `size`: True or their evaluation's fields.
+    "l2"); `measure` holds the other keywords of `evaluation_entries`: `norm`; `attack_params`: more
+    fields of the adversarial evaluation (steps, n_examples ...); `corruptions`: a suite ("cifar-c",
+    "mnist-c") or a corruption evaluation dict; `certify`: the `certified` evaluation's fields;
+    `efficiency`, `size`: True or their evaluation's fields.
     `parent`: the uncompressed model (mCE baseline, transfer-attack surrogate, size reference).
     """
     model = _model(model)
-    entries = evaluation_entries(attacks, eps, norm, corruptions, certify, efficiency, size, attack_params)
-    if size and _spec(model) is None:
+    entries = evaluation_entries(attacks, eps, **measure)
+    if measure.get("size") and _spec(model) is None:
         raise ConfigError(
             "size writes the model's rcz file, which needs a model that rebuilds: wrap it with "
             "robustcompress.import_model(model, data) (its class importable by path)"

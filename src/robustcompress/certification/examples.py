@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robustcompress.certification.transforms import parse_scalar
 from robustcompress.errors import ConfigError
 
 
@@ -33,15 +34,6 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return format(value, ".10g")
     return str(value)
-
-
-def _parse(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _read(path: Path, header: dict, columns: list[str]) -> dict[int, dict]:
@@ -70,7 +62,7 @@ def _read(path: Path, header: dict, columns: list[str]) -> dict[int, dict]:
     for line in complete[2:]:
         parts = line.split("\t")
         if len(parts) == len(columns):
-            row = dict(zip(columns, (_parse(p) for p in parts)))
+            row = dict(zip(columns, (parse_scalar(p) for p in parts)))
             rows[int(row["idx"])] = row
     if lines[-1]:  # drop a torn row so appended rows start on their own line
         tmp = path.with_name(path.name + ".tmp")

@@ -301,7 +301,8 @@ class CorruptionFamily(TransformFamily):
 # --------------------------------------------------------------------------------------------- specs
 
 
-def _arg(text: str):
+def parse_scalar(text: str) -> int | float | str:
+    """'3' -> 3, '0.5' -> 0.5, anything else stays text: spec arguments and per-example cells."""
     for cast in (int, float):
         try:
             return cast(text)
@@ -321,7 +322,7 @@ def _build(part: str, params: dict, used: set[str]) -> TransformFamily:
     kwargs = {k: v for k, v in params.items() if k in accepted}
     used.update(kwargs)
     try:
-        fam = factory(*[_arg(a) for a in args], **kwargs)
+        fam = factory(*[parse_scalar(a) for a in args], **kwargs)
     except TypeError as e:
         raise ConfigError(
             f"transformation {part!r}: {e}; its parameters are {', '.join(sorted(accepted)) or '(none)'}"

@@ -9,17 +9,14 @@ import click
 from robustcompress.analysis import AnalysisConfig
 from robustcompress.cli.common import (
     FRACTION,
-    checkpoint_data,
+    checkpoint_test_split,
     common_options,
     data_options,
     literal_choices,
+    log,
     print_json,
     user_errors,
 )
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
 
 
 @click.command(
@@ -106,10 +103,7 @@ def analyze(
     )  # fmt: skip
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=dev)
-    _, splits = checkpoint_data(
-        checkpoint, meta, dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
-        limit_train=1, val_fraction=0.0,
-    )  # fmt: skip
+    splits = checkpoint_test_split(checkpoint, meta, dataset, data_root, seed, limit_test, download)
     name = Path(checkpoint).name or "model"
     models = {name: model}
     if parent:
@@ -118,7 +112,7 @@ def analyze(
         models = {parent_name: load_checkpoint(parent, device=dev)[0], **models}
     result = run_analysis(
         models, splits.test, cfg, out, seed=seed, class_names=list(splits.info.class_names or []) or None,
-        log=_log,
+        log=log,
     )  # fmt: skip
     figures = {kind: str(path) for kind, path in result.figures.items()}
     if as_json:

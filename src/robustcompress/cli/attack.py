@@ -16,14 +16,10 @@ from robustcompress.cli.common import (
     evaluation_config,
     listing,
     literal_choices,
+    log,
     print_json,
     user_errors,
 )
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
-
 
 EXAMPLES = """
 \b
@@ -175,7 +171,7 @@ def _plot(metrics: dict[str, Any], norm: str, path: str) -> None:
         if clean is not None:
             curves[name].append((0.0, float(clean)))
         curves[name] = sorted(set(curves[name]))
-    _log(f"plot: {plot_accuracy_curves(curves, path, norm=norm)}")
+    log(f"plot: {plot_accuracy_curves(curves, path, norm=norm)}")
 
 
 COMMANDS = [attack]

@@ -8,16 +8,14 @@ import click
 
 from robustcompress.cli.common import (
     FRACTION,
+    checkpoint_test_split,
     common_options,
     data_options,
+    log,
     print_json,
     split_list,
     user_errors,
 )
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -101,7 +99,6 @@ def certify(
     Example: robustcompress certify runs/x/model --sigma 0.25 --n 1000 --radii 0,0.25,0.5 --n-examples 100
     """
     from robustcompress.checkpoint import load_checkpoint
-    from robustcompress.cli.core import checkpoint_data
     from robustcompress.device import resolve_device
     from robustcompress.errors import CheckpointError, ConfigError
     from robustcompress.evaluation.certified import CertifiedConfig, run_certified
@@ -134,20 +131,8 @@ def certify(
             f"{checkpoint} was trained on {made_for!r}, not {dataset!r}: its certificates would describe "
             f"another distribution; use --dataset {made_for} (or leave --dataset out)"
         )
-    _, splits = checkpoint_data(
-        checkpoint,
-        meta,
-        dataset,
-        root=data_root,
-        seed=seed,
-        limit_test=limit_test,
-        download=download,
-        limit_train=1,
-        val_fraction=0.0,
-    )
-    metrics = run_certified(
-        model, splits.test, cfg, resolve_device(device), per_example=per_example, log=_log
-    )
+    splits = checkpoint_test_split(checkpoint, meta, dataset, data_root, seed, limit_test, download)
+    metrics = run_certified(model, splits.test, cfg, resolve_device(device), per_example=per_example, log=log)
     if as_json:
         print_json(metrics)
     else:

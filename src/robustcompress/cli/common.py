@@ -18,6 +18,7 @@ from robustcompress.attacks import SUITES as ATTACK_SUITES
 from robustcompress.data import DATASETS
 from robustcompress.errors import ConfigError, RobustCompressError
 from robustcompress.evaluation import EVALUATIONS
+from robustcompress.training import OBJECTIVES, TrainConfig
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -125,6 +126,18 @@ def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=None, sort_keys=True, default=str))
 
 
+def log(msg: str) -> None:
+    """Progress and notes go to stderr, so stdout carries only the result (e.g. --json)."""
+    click.echo(msg, err=True)
+
+
+def _stack(fn: Callable, options: list[Callable]) -> Callable:
+    """Apply click options so that they appear in `--help` in the order listed."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def data_options(fn: Callable) -> Callable:
     """--dataset, --data-root, --download, --limit-train, --limit-test."""
     options = [
@@ -143,9 +156,7 @@ def data_options(fn: Callable) -> Callable:
             "--limit-test", type=click.IntRange(min=1), default=None, help="Use the first N test images."
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
 
 
 def attack_budget_options(fn: Callable) -> Callable:
@@ -171,9 +182,32 @@ def attack_budget_options(fn: Callable) -> Callable:
             help="Attack only the first N test images.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
+
+
+def objective_options(help: str, example: str) -> Callable[[Callable], Callable]:  # noqa: A002
+    """--objective and --objective-param (repeatable KEY=VALUE), with each command's own help."""
+
+    def decorate(fn: Callable) -> Callable:
+        options = [
+            click.option(
+                "--objective",
+                type=click.Choice(OBJECTIVES.names()),
+                default="ce",
+                show_default=True,
+                help=help,
+            ),
+            click.option(
+                "--objective-param",
+                "objective_params",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help=f"Objective parameter, e.g. {example} (repeatable).",
+            ),
+        ]
+        return _stack(fn, options)
+
+    return decorate
 
 
 def adversarial_evaluation(attacks: str, norm: str, eps, restarts: int, **optional: Any) -> dict[str, Any]:
@@ -198,9 +232,7 @@ def common_options(fn: Callable) -> Callable:
             "--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout."
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
 
 
 def checkpoint_data(checkpoint, meta: dict[str, Any], dataset: str | None, **load_kwargs: Any):
@@ -214,3 +246,28 @@ def checkpoint_data(checkpoint, meta: dict[str, Any], dataset: str | None, **loa
     splits = load_dataset(dataset, **load_kwargs)
     check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
     return dataset, splits
+
+
+def checkpoint_test_split(
+    checkpoint, meta: dict[str, Any], dataset: str | None, data_root, seed: int, limit_test, download
+):
+    """The test split a checkpoint is measured on (its own dataset unless one is given); no training data."""
+    return checkpoint_data(
+        checkpoint, meta, dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
+        limit_train=1, val_fraction=0.0,
+    )[1]  # fmt: skip
+
+
+def training_inputs(checkpoint, dataset: str | None, data_root, seed: int, limit_train, limit_test, download):
+    """What training a checkpoint further needs: (model, meta, dataset name, DataSplits, its TrainConfig)."""
+    from robustcompress.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    dataset, splits = checkpoint_data(
+        checkpoint, meta, dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
+        download=download,
+    )  # fmt: skip
+    train_cfg = TrainConfig.parse(
+        meta.get("training", {}).get("config", {}), where="checkpoint training config"
+    )
+    return model, meta, dataset, splits, train_cfg

@@ -7,24 +7,25 @@ from typing import Any
 
 import click
 
-from robustcompress.api import change_metrics
-from robustcompress.checkpoint import load_checkpoint, save_checkpoint
+from robustcompress.api import apply_measured, change_metrics
+from robustcompress.checkpoint import save_checkpoint
 from robustcompress.cli.common import (
-    checkpoint_data,
     common_options,
     data_options,
     listing,
     literal_choices,
+    log,
+    objective_options,
+    parse_params,
     print_json,
+    training_inputs,
     user_errors,
 )
 from robustcompress.compression.presets import PRESETS
 from robustcompress.device import resolve_device
 from robustcompress.errors import ConfigError
-from robustcompress.evaluation import EvalContext
-from robustcompress.experiments.pipeline import apply_stages, parse_evaluations, parse_stages, run_evaluations
+from robustcompress.experiments.pipeline import parse_stages
 from robustcompress.stages import STAGES, StageContext
-from robustcompress.training import OBJECTIVES, TrainConfig
 
 
 def recipe_from_options(
@@ -177,20 +178,7 @@ Examples:
     show_default=True,
     help="Fine-tuning epochs after pruning (or after the preset).",
 )
-@click.option(
-    "--objective",
-    type=click.Choice(OBJECTIVES.names()),
-    default="ce",
-    show_default=True,
-    help="Fine-tuning objective.",
-)
-@click.option(
-    "--objective-param",
-    "objective_params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Objective parameter, e.g. eps=0.1 (repeatable).",
-)
+@objective_options("Fine-tuning objective.", "eps=0.1")
 @click.option(
     "--out", type=click.Path(file_okay=False), required=True, help="Folder for the compressed checkpoint."
 )
@@ -225,8 +213,6 @@ def compress(
     Prints clean accuracy before and after; --json adds parameters, non-zero weights, MACs of one
     image and checkpoint bytes, each before (<name>.before) and after.
     """
-    from robustcompress.cli.core import parse_params
-
     recipe = recipe_from_options(
         preset,
         prune,
@@ -241,25 +227,15 @@ def compress(
         epochs,
     )
     stages = parse_stages(recipe)
-    model, meta = load_checkpoint(checkpoint)
-    dataset, splits = checkpoint_data(
-        checkpoint, meta, dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
-        download=download,
-    )  # fmt: skip
-    train_cfg = TrainConfig.parse(
-        meta.get("training", {}).get("config", {}), where="checkpoint training config"
+    model, meta, dataset, splits, train_cfg = training_inputs(
+        checkpoint, dataset, data_root, seed, limit_train, limit_test, download
     )
-    dev = resolve_device(device)
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
     ctx = StageContext(
-        data=splits, device=dev, seed=seed, train=train_cfg, workdir=Path(out).parent, parent=model, log=log
-    )
-    clean = parse_evaluations([{"type": "clean"}])
-    ectx = EvalContext(data=splits, device=dev, seed=seed, log=log)
-    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
-    steps = apply_stages(model, stages, ctx)
+        data=splits, device=resolve_device(device), seed=seed, train=train_cfg, workdir=Path(out).parent,
+        parent=model, log=log,
+    )  # fmt: skip
+    steps, before, after = apply_measured(model, stages, ctx)
     compressed = steps[-1].model if steps else model
-    after = run_evaluations(compressed, clean, ectx, label="output")["acc.clean"]
     metrics = {"acc.clean.before": before, "acc.clean": after}
     metrics.update(change_metrics(model, [s.model for s in steps], splits.test.x))
     data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}

@@ -13,12 +13,14 @@ from robustcompress.cli.common import (
     adversarial_evaluation,
     attack_budget_options,
     attack_names,
-    checkpoint_data,
+    checkpoint_test_split,
     common_options,
     data_options,
     evaluation_config,
     listing,
     literal_choices,
+    log,
+    objective_options,
     parse_params,
     print_json,
     split_list,
@@ -27,12 +29,7 @@ from robustcompress.cli.common import (
 from robustcompress.corruptions import SUITES
 from robustcompress.errors import ConfigError
 from robustcompress.models import MODELS
-from robustcompress.training import OBJECTIVES, TrainConfig
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
-
+from robustcompress.training import TrainConfig
 
 TRAIN_EXAMPLES = """
 \b
@@ -81,20 +78,7 @@ Examples:
 @click.option(
     "--patience", type=click.IntRange(min=1), default=None, help="Early stopping on validation accuracy."
 )
-@click.option(
-    "--objective",
-    type=click.Choice(OBJECTIVES.names()),
-    default="ce",
-    show_default=True,
-    help="Training objective.",
-)
-@click.option(
-    "--objective-param",
-    "objective_params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Objective parameter, e.g. eps=8/255 (repeatable).",
-)
+@objective_options("Training objective.", "eps=8/255")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -311,12 +295,9 @@ def evaluate_checkpoint(
 
     typed = parse_evaluations(evaluations)
     model, meta = load_checkpoint(checkpoint)
-    _, splits = checkpoint_data(
-        checkpoint, meta, dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
-        limit_train=1, val_fraction=0.0,
-    )  # fmt: skip
+    splits = checkpoint_test_split(checkpoint, meta, dataset, data_root, seed, limit_test, download)
     parent_model = load_checkpoint(parent)[0] if parent else None
-    ctx = EvalContext(data=splits, device=resolve_device(device), seed=seed, parent=parent_model, log=_log)
+    ctx = EvalContext(data=splits, device=resolve_device(device), seed=seed, parent=parent_model, log=log)
     return run_evaluations(model, typed, ctx, label=str(checkpoint))
 
 
@@ -370,13 +351,13 @@ def run(config, out, overrides, dry_run, as_json, quiet):
             click.echo(format_plan(planned))
         return
     results = run_experiments(cfg, progress=not quiet)
-    _log(f"report: {write_report(cfg.output, log=_log)}")
+    log(f"report: {write_report(cfg.output, log=log)}")
     if as_json:
         print_json({r.name: r.metrics for r in results})
     else:
         click.echo(format_table({(r.name, m): v for r in results for m, v in r.metrics.items()}))
         out_dir = Path(cfg.output)
-        _log(f"results: {out_dir / RESULTS_DB}; per experiment: {out_dir}/<name>/metrics.json")
+        log(f"results: {out_dir / RESULTS_DB}; per experiment: {out_dir}/<name>/metrics.json")
 
 
 def format_plan(planned) -> str:
@@ -449,12 +430,12 @@ def demo(data_root, out, quick, device, as_json):
     """Train cnn8 on Fashion-MNIST, compress it, fine-tune it, measure it, print a table."""
     from robustcompress.demo import run_demo
 
-    table, rows = run_demo(data_root=data_root, out=out, quick=quick, device=device, log=_log)
+    table, rows = run_demo(data_root=data_root, out=out, quick=quick, device=device, log=log)
     if as_json:
         print_json(rows)
     else:
         click.echo(table)
-    _log(f"outputs: {Path(out).resolve()} (results.sqlite, <experiment>/metrics.json, artifacts/)")
+    log(f"outputs: {Path(out).resolve()} (results.sqlite, <experiment>/metrics.json, artifacts/)")
 
 
 def _report(metrics: dict[str, Any], as_json: bool, where: str | None = None) -> None:

@@ -11,13 +11,15 @@ from pathlib import Path
 import click
 
 from robustcompress.cli.common import (
-    checkpoint_data,
     common_options,
     data_options,
     listing,
     literal_choices,
+    log,
+    objective_options,
     parse_params,
     print_json,
+    training_inputs,
     user_errors,
 )
 from robustcompress.errors import ConfigError
@@ -36,19 +38,9 @@ Examples:
 
 @click.command(epilog=EXAMPLES)
 @click.argument("checkpoint", type=click.Path())
-@click.option(
-    "--objective",
-    type=click.Choice(OBJECTIVES.names()),
-    default="ce",
-    show_default=True,
-    help=f"Training objective: {listing(OBJECTIVES.names())} (docs/attacks.md for the adversarial ones).",
-)
-@click.option(
-    "--objective-param",
-    "objective_params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Objective parameter, e.g. eps=8/255 or steps=7 (repeatable).",
+@objective_options(
+    f"Training objective: {listing(OBJECTIVES.names())} (docs/attacks.md for the adversarial ones).",
+    "eps=8/255 or steps=7",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
@@ -111,15 +103,10 @@ def finetune(
     Pruning masks keep their zeros, clustered layers their shared values, fake-quantized layers
     their quantizers. Prints clean accuracy before and after.
     """
-    from robustcompress.checkpoint import load_checkpoint, save_checkpoint
+    from robustcompress.api import apply_measured
+    from robustcompress.checkpoint import save_checkpoint
     from robustcompress.device import resolve_device
-    from robustcompress.evaluation import EvalContext
-    from robustcompress.experiments.pipeline import (
-        apply_stages,
-        parse_evaluations,
-        parse_stages,
-        run_evaluations,
-    )
+    from robustcompress.experiments.pipeline import parse_stages
     from robustcompress.stages import StageContext
 
     out = Path(out)
@@ -138,22 +125,14 @@ def finetune(
     }
     stage.update({k: v for k, v in optional.items() if v is not None})
     stages = parse_stages([stage], where="finetune")
-    model, meta = load_checkpoint(checkpoint)
-    dataset, splits = checkpoint_data(
-        checkpoint, meta, dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
-        download=download,
-    )  # fmt: skip
-    train_cfg = TrainConfig.parse(
-        meta.get("training", {}).get("config", {}), where="checkpoint training config"
+    model, meta, dataset, splits, train_cfg = training_inputs(
+        checkpoint, dataset, data_root, seed, limit_train, limit_test, download
     )
-    dev = resolve_device(device)
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
-    ctx = StageContext(data=splits, device=dev, seed=seed, train=train_cfg, workdir=out.parent, log=log)
-    clean = parse_evaluations([{"type": "clean"}])
-    ectx = EvalContext(data=splits, device=dev, seed=seed, log=log)
-    before = run_evaluations(model, clean, ectx, label="input")["acc.clean"]
-    tuned = apply_stages(model, stages, ctx)[-1].model
-    after = run_evaluations(tuned, clean, ectx, label="output")["acc.clean"]
+    ctx = StageContext(
+        data=splits, device=resolve_device(device), seed=seed, train=train_cfg, workdir=out.parent, log=log
+    )
+    steps, before, after = apply_measured(model, stages, ctx)
+    tuned = steps[-1].model
     metrics = {"acc.clean.before": before, "acc.clean": after}
     save_checkpoint(
         out,

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import click
 
-from robustcompress.cli.common import common_options, data_options, listing, print_json, user_errors
+from robustcompress.cli.common import common_options, data_options, listing, log, print_json, user_errors
 from robustcompress.errors import ConfigError
 from robustcompress.models import MODELS
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
-
 
 EXAMPLES = """\b
 Examples:
@@ -124,11 +119,11 @@ def import_(
         seed=seed,
     )
     for prefix in report.stripped:
-        _log(f"weights: stripped the prefix {prefix!r} from every name")
+        log(f"weights: stripped the prefix {prefix!r} from every name")
     if report.torchvision_names:
-        _log("weights: read torchvision's names")
+        log("weights: read torchvision's names")
     if report.replaced:
-        _log(f"weights: replaced the classifier head (new, seed {seed}): {', '.join(report.replaced)}")
+        log(f"weights: replaced the classifier head (new, seed {seed}): {', '.join(report.replaced)}")
     acc = accuracy(model.to(resolve_device(device)), splits.test)
     metrics = {"acc.clean": acc}
     meta = {
@@ -149,7 +144,7 @@ def import_(
         print_json({**metrics, "checkpoint": str(out), "replaced": report.replaced})
     else:
         click.echo(f"acc.clean  {acc:.4f}")
-    _log(f"checkpoint: {out}")
+    log(f"checkpoint: {out}")
 
 
 def _sha256(path: Path) -> str:

@@ -204,6 +204,31 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _certify_examples(model, data, cfg: CertifiedConfig, group, columns, header, per_example, log):
+    """`group` over the chosen test inputs, batch_size // n of them at a time, resumable from
+    `per_example`; the file's header gains the settings both methods share (alpha, seed, batch
+    size, the model's fingerprint and device), so a rerun with other settings is refused."""
+    header = {
+        **header,
+        "alpha": cfg.alpha,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "model": fingerprint(model),
+        "device": model_device(model).type,
+    }
+    return run_groups(
+        example_indices(len(data), cfg.n_examples),
+        max(1, cfg.batch_size // cfg.samples),
+        group,
+        columns=columns,
+        header=header,
+        seed=cfg.seed,
+        device=model_device(model),
+        per_example=per_example,
+        log=log,
+    )
+
+
 def smoothing_rows(
     model: nn.Module,
     data,
@@ -233,28 +258,8 @@ def smoothing_rows(
             for c, y in zip(certs, labels)
         ]
 
-    header = {
-        "method": "smoothing",
-        "sigma": sigma,
-        "n": n,
-        "n0": cfg.n0,
-        "alpha": cfg.alpha,
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "model": fingerprint(model),
-        "device": model_device(model).type,
-    }
-    return run_groups(
-        example_indices(len(data), cfg.n_examples),
-        max(1, cfg.batch_size // n),
-        group,
-        columns=SMOOTH_COLUMNS,
-        header=header,
-        seed=cfg.seed,
-        device=model_device(model),
-        per_example=per_example,
-        log=log,
-    )
+    header = {"method": "smoothing", "sigma": sigma, "n": n, "n0": cfg.n0}
+    return _certify_examples(model, data, cfg, group, SMOOTH_COLUMNS, header, per_example, log)
 
 
 def smoothing_metrics(rows: list[dict], cfg: CertifiedConfig, sigma: float) -> Metrics:
@@ -299,28 +304,8 @@ def semantic_rows(
             for r, label in zip(res, y.tolist())
         ]
 
-    header = {
-        "method": "semantic",
-        "family": family.describe(),
-        "n": n,
-        "eps": cfg.eps,
-        "alpha": cfg.alpha,
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "model": fingerprint(model),
-        "device": model_device(model).type,
-    }
-    return run_groups(
-        example_indices(len(data), cfg.n_examples),
-        max(1, cfg.batch_size // n),
-        group,
-        columns=PCA_COLUMNS,
-        header=header,
-        seed=cfg.seed,
-        device=model_device(model),
-        per_example=per_example,
-        log=log,
-    )
+    header = {"method": "semantic", "family": family.describe(), "n": n, "eps": cfg.eps}
+    return _certify_examples(model, data, cfg, group, PCA_COLUMNS, header, per_example, log)
 
 
 def semantic_metrics(rows: list[dict], cfg: CertifiedConfig, spec: str) -> Metrics:

@@ -29,34 +29,20 @@ def import_model(
     model: str | Callable[..., nn.Module] | nn.Module,
     dataset: Any,
     weights: str | Path | dict[str, torch.Tensor] | None = None,
-    *,
-    normalize: Normalization = "none",
-    num_classes: int | None = None,
-    stem: str | None = None,
-    width: float = 1.0,
-    seed: int = 0,
-    data_root: str | Path | None = None,
+    **options: Any,
 ) -> NormalizedModel:
     """Your trained network as a robustcompress model (takes images in [0, 1]).
 
     `model`: a zoo name, 'package.module:factory', a factory (function or class) or a module.
     `dataset`: a dataset name, DataSplits or DatasetInfo (classes, channels, statistics).
     `weights`: a .safetensors / .pth state dict file, or a state dict; None keeps the module's own.
-    `normalize`: "none" (the network was trained on [0, 1] pixels), "dataset" (the dataset's mean and
-    std) or (mean, std), one value per channel. `num_classes`: when the weights have another class
-    count (e.g. ImageNet's 1000), the classifier head is replaced by a new one, initialised from `seed`.
+    `options` (keywords, see `import_with_report`): `normalize` "none" (the network was trained on
+    [0, 1] pixels), "dataset" (the dataset's mean and std) or (mean, std), one value per channel;
+    `num_classes`: when the weights have another class count (e.g. ImageNet's 1000), the classifier
+    head is replaced by a new one, initialised from `seed`; `stem`, `width`: the zoo's layout;
+    `data_root`: where a named dataset's statistics are read.
     """
-    return import_with_report(
-        model,
-        dataset,
-        weights,
-        normalize=normalize,
-        num_classes=num_classes,
-        stem=stem,
-        width=width,
-        seed=seed,
-        data_root=data_root,
-    )[0]
+    return import_with_report(model, dataset, weights, **options)[0]
 
 
 def import_with_report(

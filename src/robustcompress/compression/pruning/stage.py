@@ -82,8 +82,9 @@ def pruner(cfg: PruneConfig, example_input=None, seed: int = 0):
 
     def prune_to(model: nn.Module, amount: float) -> None:
         if cfg.method == "channel":
-            prune_channels(model, amount, cfg.importance, cfg.scope, cfg.round_to, cfg.overrides,
-                           _channel_exclude(model, cfg), example_input, seed)  # fmt: skip
+            prune_channels(model, amount, importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to,
+                           overrides=cfg.overrides, exclude=_channel_exclude(model, cfg),
+                           example_input=example_input, seed=seed)  # fmt: skip
         else:
             prune_unstructured(model, amount, cfg.method, cfg.layers, cfg.keep_first, cfg.keep_last,
                                cfg.exclude, cfg.overrides)  # fmt: skip

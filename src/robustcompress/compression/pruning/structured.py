@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -123,20 +124,15 @@ def channel_masks(graph: DependencyGraph, roots: set[int]) -> dict[str, torch.Te
 
 
 def prune_channels(
-    model: nn.Module,
-    amount: float,
-    importance: str = "l1",
-    scope: str = "layer",
-    round_to: int = 1,
-    overrides: dict[str, float] | None = None,
-    exclude: Iterable[str] = (),
-    example_input: torch.Tensor | None = None,
-    seed: int = 0,
+    model: nn.Module, amount: float, *, example_input: torch.Tensor | None = None, **choice: Any
 ) -> set[int]:
-    """Mask `amount` of the channels of every prunable layer group (in place); returns the removed roots."""
+    """Mask `amount` of the channels of every prunable layer group (in place); returns the removed roots.
+
+    `choice`: how `select_channels` chooses them (importance, scope, round_to, overrides, exclude, seed).
+    """
     example = example_input if example_input is not None else example_input_for(model)
     graph = DependencyGraph.build(model, example)
-    roots = select_channels(graph, amount, importance, scope, round_to, overrides, exclude, seed)
+    roots = select_channels(graph, amount, **choice)
     apply_masks(model, channel_masks(graph, roots))
     return roots
 
