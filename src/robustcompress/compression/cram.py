@@ -25,7 +25,7 @@ from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.compression.pruning.unstructured import prunable_layers, prune_unstructured
 from robustcompress.errors import ConfigError
 from robustcompress.stages import StageConfig, StageContext, register_stage
-from robustcompress.training.finetune import phase_config
+from robustcompress.training.finetune import fit_phase, phase_config
 from robustcompress.training.sam import SAM
 
 DEFAULT_SPARSITIES = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # CrAM's CIFAR-10 "multi" set
@@ -166,7 +166,6 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
 @register_stage("cram", CramConfig)
 def cram(model: nn.Module, cfg: CramConfig, ctx: StageContext) -> nn.Module:
     """CrAM training, one-shot magnitude pruning, batch-norm re-calibration, optional fine-tuning."""
-    from robustcompress.training import fit
 
     if ctx.data is None or len(ctx.data.train) == 0:
         raise ConfigError("the cram stage trains and needs training data")
@@ -191,20 +190,13 @@ def cram(model: nn.Module, cfg: CramConfig, ctx: StageContext) -> nn.Module:
             )
 
         ctx.log(f"cram: {cfg.epochs} epochs, rho {cfg.rho:g}, sparsities {cfg.drawn_sparsities()}")
-        fit(model, ctx.data, train_cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress, sam=wrapper)
+        fit_phase(model, ctx, train_cfg, sam=wrapper)
     prune_unstructured(model, cfg.amount, cfg.method, cfg.layers, exclude=cfg.exclude)
     n = recalibrate_batchnorm(model, ctx.data.train.x[: cfg.calibration_images])
     ctx.log(
         f"cram: pruned to {cfg.amount:g}, {n} batch norms re-calibrated on {cfg.calibration_images} images"
     )
     if cfg.finetune_epochs:
-        fit(
-            model,
-            ctx.data,
-            phase_config(ctx.train, cfg, cfg.finetune_epochs),
-            device=ctx.device,
-            seed=ctx.seed + 1,
-            progress=ctx.progress,
-        )
+        fit_phase(model, ctx, phase_config(ctx.train, cfg, cfg.finetune_epochs), seed=ctx.seed + 1)
     ctx.log(pruning_summary(model, f"cram/{cfg.method}", cfg.amount))
     return model.eval()

@@ -29,7 +29,7 @@ from robustcompress.compression.pruning.structured import harden
 from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.errors import ConfigError
 from robustcompress.stages import StageConfig, StageContext, register_stage
-from robustcompress.training.finetune import phase_config
+from robustcompress.training.finetune import fit_phase, phase_config
 
 # ------------------------------------------------------------------------------------------- losses
 
@@ -219,7 +219,7 @@ def mask_space(
 def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
     """Pre-train on transformed data, search soft masks with frozen weights, binarise, fine-tune."""
     from robustcompress.certification.transforms import make_family
-    from robustcompress.training import fit, make_objective
+    from robustcompress.training import make_objective
 
     if ctx.data is None or len(ctx.data.train) == 0:
         raise ConfigError("the csam stage trains and needs training data")
@@ -237,15 +237,8 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
 
     if cfg.pretrain_epochs:
         ctx.log(f"csam: pre-training {cfg.pretrain_epochs} epochs on data transformed by {family.describe()}")
-        fit(
-            model,
-            ctx.data,
-            phase_config(ctx.train, cfg, cfg.pretrain_epochs, restore_best=True),
-            weight_objective,
-            device=ctx.device,
-            seed=seed,
-            progress=ctx.progress,
-        )
+        pretrain = phase_config(ctx.train, cfg, cfg.pretrain_epochs, restore_best=True)
+        fit_phase(model, ctx, pretrain, weight_objective, seed=seed)
 
     space = mask_space(model, cfg.granularity, cfg.layers, cfg.exclude, example)
     importance = space.importance(model)
@@ -271,16 +264,7 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
             augment=[],
         )
         loss = CSAMLoss(cfg, family.sample, cfg.amount, scope, gen, importance)
-        fit(
-            masked,
-            ctx.data,
-            search,
-            loss,
-            device=ctx.device,
-            seed=seed,
-            callbacks=[ClampMasks()],
-            progress=ctx.progress,
-        )
+        fit_phase(masked, ctx, search, loss, seed=seed, callbacks=[ClampMasks()])
         ctx.log("csam: last losses " + ", ".join(f"{k} {v:.4f}" for k, v in loss.last.items()))
     soft = {u: v.detach().clamp(0, 1) for u, v in masked.current().items()}
     binary = space.binarise(soft, cfg.amount, scope, importance)  # masks stuck at 1: larger importance wins
@@ -289,15 +273,8 @@ def csam(model: nn.Module, cfg: CSAMConfig, ctx: StageContext) -> nn.Module:
 
     if cfg.finetune_epochs:
         ctx.log(f"csam: fine-tuning {cfg.finetune_epochs} epochs with the masks fixed")
-        fit(
-            model,
-            ctx.data,
-            phase_config(ctx.train, cfg, cfg.finetune_epochs, restore_best=True),
-            weight_objective,
-            device=ctx.device,
-            seed=seed + 1,
-            progress=ctx.progress,
-        )
+        tune = phase_config(ctx.train, cfg, cfg.finetune_epochs, restore_best=True)
+        fit_phase(model, ctx, tune, weight_objective, seed=seed + 1)
     if cfg.granularity == "channel":
         harden(model, example)
     ctx.log(pruning_summary(model, "global" if cfg.granularity == "weight" else "channel", cfg.amount))

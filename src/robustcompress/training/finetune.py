@@ -101,6 +101,20 @@ def phase_config(base: TrainConfig | None, cfg: Any, epochs: int, **overrides: A
     return TrainConfig.parse({**values, **overrides}, where=type(cfg).__name__)
 
 
+def fit_phase(
+    model: nn.Module,
+    ctx: StageContext,
+    cfg: TrainConfig,
+    objective: Any = None,
+    *,
+    seed: int | None = None,
+    **fit_options: Any,
+) -> None:
+    """Train `model` in place for one phase of a stage, on the stage's data, device and progress."""
+    seed = ctx.seed if seed is None else seed
+    fit(model, ctx.data, cfg, objective, device=ctx.device, seed=seed, progress=ctx.progress, **fit_options)
+
+
 def finetune_model(
     model: nn.Module, ctx: StageContext, cfg: TrainConfig, what: str = "fine-tuning"
 ) -> nn.Module:

@@ -23,7 +23,7 @@ from robustcompress.compression.pruning.scored import MaskedModel, MaskSpace, st
 from robustcompress.compression.pruning.summary import pruning_summary
 from robustcompress.errors import ConfigError
 from robustcompress.stages import StageConfig, StageContext, register_stage
-from robustcompress.training.finetune import phase_config
+from robustcompress.training.finetune import fit_phase, phase_config
 
 
 class HydraConfig(StageConfig):
@@ -64,7 +64,6 @@ def scaled_scores(
 @register_stage("hydra", HydraConfig)
 def hydra(model: nn.Module, cfg: HydraConfig, ctx: StageContext) -> nn.Module:
     """Score search with frozen weights, then the top-k mask fixed and the weights fine-tuned."""
-    from robustcompress.training import fit
 
     if ctx.data is None or len(ctx.data.train) == 0:
         raise ConfigError("the hydra stage trains and needs training data")
@@ -84,19 +83,13 @@ def hydra(model: nn.Module, cfg: HydraConfig, ctx: StageContext) -> nn.Module:
         score_cfg = phase_config(
             ctx.train, cfg, cfg.score_epochs, lr=cfg.score_lr, optimizer="sgd", restore_best=True
         )
-        fit(masked, ctx.data, score_cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+        fit_phase(masked, ctx, score_cfg)
     binary = space.binarise({u: s.detach().abs() for u, s in masked.current().items()}, cfg.amount, cfg.scope)
     model = masked.release()
     space.prune(model, binary)
     if cfg.finetune_epochs:
         ctx.log(f"hydra: fine-tuning {cfg.finetune_epochs} epochs ({cfg.objective}) with the mask fixed")
-        fit(
-            model,
-            ctx.data,
-            phase_config(ctx.train, cfg, cfg.finetune_epochs, restore_best=True),
-            device=ctx.device,
-            seed=ctx.seed + 1,
-            progress=ctx.progress,
-        )
+        tune = phase_config(ctx.train, cfg, cfg.finetune_epochs, restore_best=True)
+        fit_phase(model, ctx, tune, seed=ctx.seed + 1)
     ctx.log(pruning_summary(model, f"hydra/{cfg.scope}", cfg.amount))
     return model.eval()
