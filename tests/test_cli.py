@@ -331,3 +331,10 @@ def test_compress_preset_epochs_json_reports_what_changed(trained_cnn8, tmp_path
 def test_compress_preset_option_misuse_exits_2(tmp_path, extra, message):
     result = _run(["compress", str(tmp_path / "ck"), *extra, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_key_value_options_read_fractions_as_numbers_and_paths_as_text():
+    from robustcompress.cli.common import parse_params
+
+    got = parse_params(["eps=8/255", "steps=10", "checkpoint=runs/base", "name=plain", "flag=true"])
+    assert got == {"eps": 8 / 255, "steps": 10, "checkpoint": "runs/base", "name": "plain", "flag": True}

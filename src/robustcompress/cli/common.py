@@ -48,11 +48,16 @@ def parse_params(items) -> dict[str, Any]:
         try:
             out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            if "/" in value:
-                out[key.strip()] = parse_fraction(value)
-            else:
-                out[key.strip()] = value
+            out[key.strip()] = _fraction_or_text(value)
     return out
+
+
+def _fraction_or_text(value: str) -> float | str:
+    """'8/255' is a number; 'runs/base' (a path) stays text."""
+    try:
+        return float(Fraction(value.strip()))
+    except (ValueError, ZeroDivisionError):
+        return value
 
 
 def parse_fraction(text: str) -> float:
