@@ -73,7 +73,7 @@ Examples:
 @common_options
 @user_errors
 def analyze(
-    checkpoint, parent, boundary, tsne, out, dataset, data_root, download, limit_train, limit_test,
+    checkpoint, parent, boundary, tsne, out, data,
     norm, eps, steps, direction, n_images, n_random, n_sections, pca_resolution, section_resolution,
     tsne_class, tsne_images, layers,
     seed, device, as_json,
@@ -103,7 +103,7 @@ def analyze(
     )  # fmt: skip
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=dev)
-    splits = checkpoint_test_split(checkpoint, meta, dataset, data_root, seed, limit_test, download)
+    splits = checkpoint_test_split(checkpoint, meta, data, seed=seed)
     name = Path(checkpoint).name or "model"
     models = {name: model}
     if parent:

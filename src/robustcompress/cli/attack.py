@@ -75,11 +75,7 @@ Examples:
 @user_errors
 def attack(
     checkpoint,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     attacks,
     norm,
     eps,
@@ -130,10 +126,7 @@ def attack(
     metrics = evaluate_checkpoint(
         checkpoint,
         [{"type": "clean"}, adv],
-        dataset=dataset,
-        data_root=data_root,
-        download=download,
-        limit_test=limit_test,
+        data=data,
         parent=transfer_from,
         seed=seed,
         device=device,

@@ -74,11 +74,7 @@ Examples:
 @user_errors
 def certify(
     checkpoint,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     sigma,
     n,
     n0,
@@ -126,12 +122,13 @@ def certify(
     cfg.validate_all()
     model, meta = load_checkpoint(checkpoint)
     made_for = meta.get("data", {}).get("dataset")
-    if dataset and made_for and dataset != made_for:
+    asked = data.dataset
+    if asked and made_for and asked != made_for:
         raise CheckpointError(
-            f"{checkpoint} was trained on {made_for!r}, not {dataset!r}: its certificates would describe "
+            f"{checkpoint} was trained on {made_for!r}, not {asked!r}: its certificates would describe "
             f"another distribution; use --dataset {made_for} (or leave --dataset out)"
         )
-    splits = checkpoint_test_split(checkpoint, meta, dataset, data_root, seed, limit_test, download)
+    splits = checkpoint_test_split(checkpoint, meta, data, seed=seed)
     metrics = run_certified(model, splits.test, cfg, resolve_device(device), per_example=per_example, log=log)
     if as_json:
         print_json(metrics)

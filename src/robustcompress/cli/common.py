@@ -8,6 +8,7 @@ import sys
 import tomllib
 import typing
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -143,8 +144,60 @@ def _stack(fn: Callable, options: list[Callable]) -> Callable:
     return fn
 
 
+TEST_ONLY = {"limit_train": 1, "val_fraction": 0.0}  # load_dataset arguments that skip the training data
+
+
+@dataclass(frozen=True)
+class DataArgs:
+    """What --dataset, --data-root, --download, --limit-train and --limit-test asked for.
+
+    Commands get these as one argument, `data`, and load through it, so the options are passed
+    on in one place only.
+    """
+
+    dataset: str | None = None
+    root: str | None = None
+    download: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def load(self, dataset: str | None = None, *, seed: int = 0, **overrides: Any):
+        """`load_dataset` of `dataset` (default: --dataset) with these options; `overrides` win."""
+        from robustcompress.data import load_dataset
+
+        kwargs = {
+            "root": self.root,
+            "seed": seed,
+            "limit_train": self.limit_train,
+            "limit_test": self.limit_test,
+            "download": self.download,
+        }
+        return load_dataset(dataset or self.dataset, **{**kwargs, **overrides})
+
+    def load_test(self, dataset: str | None = None, *, seed: int = 0):
+        """For commands that use only the test split: no training data is read."""
+        return self.load(dataset, seed=seed, **TEST_ONLY)
+
+    def meta(self, dataset: str, **overrides: Any) -> dict[str, Any]:
+        """The `data` entry a checkpoint records of where it was trained or measured."""
+        limits = {"limit_train": self.limit_train, "limit_test": self.limit_test}
+        return {"dataset": dataset, **limits, **overrides}
+
+
 def data_options(fn: Callable) -> Callable:
-    """--dataset, --data-root, --download, --limit-train, --limit-test."""
+    """--dataset, --data-root, --download, --limit-train, --limit-test, handed on as `data: DataArgs`."""
+
+    @functools.wraps(fn)
+    def collect(*args: Any, **kwargs: Any):
+        data = DataArgs(
+            dataset=kwargs.pop("dataset"),
+            root=kwargs.pop("data_root"),
+            download=kwargs.pop("download"),
+            limit_train=kwargs.pop("limit_train"),
+            limit_test=kwargs.pop("limit_test"),
+        )
+        return fn(*args, data=data, **kwargs)
+
     options = [
         click.option("--dataset", default=None, help=dataset_help()),
         click.option(
@@ -161,7 +214,7 @@ def data_options(fn: Callable) -> Callable:
             "--limit-test", type=click.IntRange(min=1), default=None, help="Use the first N test images."
         ),
     ]
-    return _stack(fn, options)
+    return _stack(collect, options)
 
 
 def attack_budget_options(fn: Callable) -> Callable:
@@ -240,38 +293,29 @@ def common_options(fn: Callable) -> Callable:
     return _stack(fn, options)
 
 
-def checkpoint_data(checkpoint, meta: dict[str, Any], dataset: str | None, **load_kwargs: Any):
+def checkpoint_data(checkpoint, meta: dict[str, Any], data: DataArgs, *, seed: int, **overrides: Any):
     """(dataset name, DataSplits) for a checkpoint: its own dataset unless one is given, checked to fit."""
     from robustcompress.checkpoint import check_compatible
-    from robustcompress.data import load_dataset
 
-    dataset = dataset or meta.get("data", {}).get("dataset")
+    dataset = data.dataset or meta.get("data", {}).get("dataset")
     if not dataset:
         raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; give --dataset")
-    splits = load_dataset(dataset, **load_kwargs)
+    splits = data.load(dataset, seed=seed, **overrides)
     check_compatible(meta, splits.info.num_classes, splits.info.in_channels, dataset)
     return dataset, splits
 
 
-def checkpoint_test_split(
-    checkpoint, meta: dict[str, Any], dataset: str | None, data_root, seed: int, limit_test, download
-):
-    """The test split a checkpoint is measured on (its own dataset unless one is given); no training data."""
-    return checkpoint_data(
-        checkpoint, meta, dataset, root=data_root, seed=seed, limit_test=limit_test, download=download,
-        limit_train=1, val_fraction=0.0,
-    )[1]  # fmt: skip
+def checkpoint_test_split(checkpoint, meta: dict[str, Any], data: DataArgs, *, seed: int):
+    """The data a checkpoint is measured on (its own dataset unless one is given); no training data."""
+    return checkpoint_data(checkpoint, meta, data, seed=seed, **TEST_ONLY)[1]
 
 
-def training_inputs(checkpoint, dataset: str | None, data_root, seed: int, limit_train, limit_test, download):
+def training_inputs(checkpoint, data: DataArgs, *, seed: int):
     """What training a checkpoint further needs: (model, meta, dataset name, DataSplits, its TrainConfig)."""
     from robustcompress.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
-    dataset, splits = checkpoint_data(
-        checkpoint, meta, dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test,
-        download=download,
-    )  # fmt: skip
+    dataset, splits = checkpoint_data(checkpoint, meta, data, seed=seed)
     train_cfg = TrainConfig.parse(
         meta.get("training", {}).get("config", {}), where="checkpoint training config"
     )

@@ -199,11 +199,7 @@ def compress(
     objective,
     objective_params,
     out,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     seed,
     device,
     as_json,
@@ -227,9 +223,7 @@ def compress(
         epochs,
     )
     stages = parse_stages(recipe)
-    model, meta, dataset, splits, train_cfg = training_inputs(
-        checkpoint, dataset, data_root, seed, limit_train, limit_test, download
-    )
+    model, meta, dataset, splits, train_cfg = training_inputs(checkpoint, data, seed=seed)
     ctx = StageContext(
         data=splits, device=resolve_device(device), seed=seed, train=train_cfg, workdir=Path(out).parent,
         parent=model, log=log,
@@ -238,12 +232,11 @@ def compress(
     compressed = steps[-1].model if steps else model
     metrics = {"acc.clean.before": before, "acc.clean": after}
     metrics.update(change_metrics(model, [s.model for s in steps], splits.test.x))
-    data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
     save_checkpoint(
         out,
         compressed,
         {
-            "data": data_meta,
+            "data": data.meta(dataset),
             "recipe": recipe,
             "metrics": metrics,
             "training": meta.get("training", {}),

@@ -10,6 +10,7 @@ import click
 from robustcompress.api import check_eps
 from robustcompress.cli.common import (
     FRACTION,
+    DataArgs,
     adversarial_evaluation,
     attack_budget_options,
     attack_names,
@@ -92,11 +93,7 @@ Examples:
 def train(
     model_name,
     width,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     epochs,
     batch_size,
     optimizer,
@@ -115,13 +112,12 @@ def train(
     as_json,
 ):
     """Train a model from scratch and save a checkpoint (safetensors + JSON), every epoch."""
-    from robustcompress.data import load_dataset
     from robustcompress.evaluation import accuracy
     from robustcompress.models import ModelSpec
     from robustcompress.training import fit
     from robustcompress.training.loop import training_summary
 
-    dataset = dataset or "fashion-mnist"
+    dataset = data.dataset or "fashion-mnist"
     out = Path(out or f"runs/train/{_slug(model_name)}-{_slug(dataset)}-s{seed}")
     if resume and overwrite:
         raise ConfigError(
@@ -132,9 +128,7 @@ def train(
             f"{out} is not empty (a checkpoint from an earlier run?): give --resume to continue its "
             "training, --overwrite to replace it, or another --out"
         )
-    splits = load_dataset(
-        dataset, root=data_root, seed=seed, limit_train=limit_train, limit_test=limit_test, download=download
-    )
+    splits = data.load(dataset, seed=seed)
     cfg = TrainConfig.parse(
         {
             "epochs": epochs,
@@ -152,7 +146,6 @@ def train(
     )
     spec = ModelSpec.for_data(model_name, splits.info, width=width)
     model = spec.build(seed=seed)
-    data_meta = {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test}
     result = fit(
         model,
         splits,
@@ -161,7 +154,7 @@ def train(
         seed=seed,
         checkpoint_dir=out,
         resume=resume,
-        meta={"data": data_meta},
+        meta={"data": data.meta(dataset)},
     )
     metrics = {
         "acc.clean": accuracy(model, splits.test, cfg.eval_batch_size),
@@ -219,11 +212,7 @@ Examples:
 @user_errors
 def evaluate(
     checkpoint,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     attacks,
     norm,
     eps,
@@ -264,10 +253,7 @@ def evaluate(
     metrics = evaluate_checkpoint(
         checkpoint,
         evaluations,
-        dataset=dataset,
-        data_root=data_root,
-        download=download,
-        limit_test=limit_test,
+        data=data,
         parent=parent,
         seed=seed,
         device=device,
@@ -279,10 +265,7 @@ def evaluate_checkpoint(
     checkpoint,
     evaluations,
     *,
-    dataset=None,
-    data_root=None,
-    download=False,
-    limit_test=None,
+    data: DataArgs | None = None,
     parent=None,
     seed=0,
     device="auto",
@@ -295,7 +278,7 @@ def evaluate_checkpoint(
 
     typed = parse_evaluations(evaluations)
     model, meta = load_checkpoint(checkpoint)
-    splits = checkpoint_test_split(checkpoint, meta, dataset, data_root, seed, limit_test, download)
+    splits = checkpoint_test_split(checkpoint, meta, data or DataArgs(), seed=seed)
     parent_model = load_checkpoint(parent)[0] if parent else None
     ctx = EvalContext(data=splits, device=resolve_device(device), seed=seed, parent=parent_model, log=log)
     return run_evaluations(model, typed, ctx, label=str(checkpoint))

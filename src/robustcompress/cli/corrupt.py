@@ -6,7 +6,14 @@ import time
 
 import click
 
-from robustcompress.cli.common import data_options, dataset_help, print_json, split_list, user_errors
+from robustcompress.cli.common import (
+    DataArgs,
+    data_options,
+    dataset_help,
+    print_json,
+    split_list,
+    user_errors,
+)
 from robustcompress.corruptions import SUITES
 from robustcompress.errors import ConfigError
 
@@ -22,15 +29,10 @@ def _severities(text: str | None) -> list[int] | None:
         raise ConfigError(f"--severities takes comma-separated integers like 1,3,5; got {text!r}") from None
 
 
-def _test_images(dataset, data_root, download, limit_test):
-    from robustcompress.data import load_dataset
-
-    if not dataset:
+def _test_images(data: DataArgs):
+    if not data.dataset:
         raise ConfigError(f"give --dataset. {dataset_help()}")
-    splits = load_dataset(
-        dataset, root=data_root, limit_test=limit_test, download=download, limit_train=1, val_fraction=0.0
-    )
-    return splits.test
+    return data.load_test().test
 
 
 CORRUPT_EXAMPLES = """
@@ -72,11 +74,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object on stdout.")
 @user_errors
 def corrupt(
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     out,
     suite,
     corruptions,
@@ -96,7 +94,7 @@ def corrupt(
     from robustcompress.corruptions import load_frost_images
     from robustcompress.corruptions.dataset import write_corrupted
 
-    test = _test_images(dataset, data_root, download, limit_test)
+    test = _test_images(data)
     frost = load_frost_images(list(frost_images)) if frost_images else None
     start = time.perf_counter()
     folder = write_corrupted(
@@ -107,7 +105,7 @@ def corrupt(
         corruptions=_split(corruptions),
         severities=_severities(severities),
         seed=seed,
-        dataset=dataset,
+        dataset=data.dataset,
         frost_images=frost,
         progress=lambda m: click.echo(f"  {m}", err=True),
     )
@@ -142,13 +140,11 @@ def corrupt(
 @click.option("--severities", default=None, help="Comma-separated severities (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def corruption_grid_cmd(
-    dataset, data_root, download, limit_train, limit_test, out, index, suite, corruptions, severities, seed
-):
+def corruption_grid_cmd(data, out, index, suite, corruptions, severities, seed):
     """Draw one test image under every corruption and severity of a suite (PNG)."""
     from robustcompress.corruptions.pictures import corruption_grid
 
-    test = _test_images(dataset, data_root, download, limit_test)
+    test = _test_images(data)
     if index >= len(test):
         raise ConfigError(f"--index {index} is past the {len(test)} test images")
     path = corruption_grid(

@@ -58,11 +58,7 @@ def export(
     out,
     calibration_images,
     latency_runs,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     seed,
     as_json,
 ):
@@ -88,13 +84,11 @@ def export(
         _, splits = checkpoint_data(
             checkpoint,
             meta,
-            dataset,
-            root=data_root,
+            data,
             seed=seed,
             limit_train=calibration_images,
             val_fraction=0.0,  # every image asked for calibrates and checks
-            limit_test=limit_test or 1,
-            download=download,
+            limit_test=data.limit_test or 1,
         )
         x = splits.train.x[:calibration_images]
         if fmt == "onnx":

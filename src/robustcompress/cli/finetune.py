@@ -89,11 +89,7 @@ def finetune(
     max_steps_per_epoch,
     out,
     overwrite,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     seed,
     device,
     as_json,
@@ -125,9 +121,7 @@ def finetune(
     }
     stage.update({k: v for k, v in optional.items() if v is not None})
     stages = parse_stages([stage], where="finetune")
-    model, meta, dataset, splits, train_cfg = training_inputs(
-        checkpoint, dataset, data_root, seed, limit_train, limit_test, download
-    )
+    model, meta, dataset, splits, train_cfg = training_inputs(checkpoint, data, seed=seed)
     ctx = StageContext(
         data=splits, device=resolve_device(device), seed=seed, train=train_cfg, workdir=out.parent, log=log
     )
@@ -138,7 +132,7 @@ def finetune(
         out,
         tuned.cpu(),
         {
-            "data": {"dataset": dataset, "limit_train": limit_train, "limit_test": limit_test},
+            "data": data.meta(dataset),
             "recipe": [*meta.get("recipe", []), stage],
             "finetune": stage,
             "metrics": metrics,

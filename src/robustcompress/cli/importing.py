@@ -69,11 +69,7 @@ def import_(
     num_classes,
     stem,
     width,
-    dataset,
-    data_root,
-    download,
-    limit_train,
-    limit_test,
+    data,
     out,
     overwrite,
     seed,
@@ -87,27 +83,18 @@ def import_(
     torchvision's names are understood. Nothing is written at --out unless the import succeeds.
     """
     from robustcompress.checkpoint import save_checkpoint
-    from robustcompress.data import load_dataset
     from robustcompress.device import resolve_device
     from robustcompress.evaluation import accuracy
     from robustcompress.models.importing import import_with_report
 
-    if not dataset:
+    if not data.dataset:
         raise ConfigError(
             "give --dataset, the data the network was trained for (e.g. fashion-mnist, cifar10)"
         )
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; choose another --out or pass --overwrite to replace it")
-    splits = load_dataset(
-        dataset,
-        root=data_root,
-        seed=seed,
-        limit_train=1,
-        val_fraction=0.0,
-        limit_test=limit_test,
-        download=download,
-    )
+    splits = data.load_test(seed=seed)
     model, report = import_with_report(
         model_name,
         splits,
@@ -127,7 +114,7 @@ def import_(
     acc = accuracy(model.to(resolve_device(device)), splits.test)
     metrics = {"acc.clean": acc}
     meta = {
-        "data": {"dataset": dataset, "limit_train": None, "limit_test": limit_test},
+        "data": data.meta(data.dataset, limit_train=None),
         "metrics": metrics,
         "import": {
             "weights": str(weights),
