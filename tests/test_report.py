@@ -1,4 +1,5 @@
 import base64
+import io
 import re
 import shutil
 
@@ -474,3 +475,84 @@ def test_report_structure_summary_first_and_analysis_figures(real_run, flagged_s
     assert _structure_ok(html) == len(embedded) >= 4  # both experiments' figures
     flagged = write_report(flagged_study, flagged_study / "s.html").read_text()
     assert _structure_ok(flagged) == 3
+
+
+# ---- certified accuracy vs radius (randomized smoothing) -----------------------------------
+
+
+def _cert_rows():
+    from robustcompress.report.results import ModelRow
+
+    def row(label, r0, r05, cap=0.9, extra=None):
+        m = {"acc.clean": r0 + 0.05, "cert.smooth.n": 1000, "cert.smooth.s0.25.radius_cap": cap}
+        m |= {"cert.smooth.s0.25.r0": r0, "cert.smooth.s0.25.r0.5": r05} | (extra or {})
+        return ModelRow("e", "final", f"{label}-art", m, label=label)
+
+    return [
+        row("base", 0.8, 0.5),
+        row("pruned", 0.7, 0.3),
+        ModelRow("f", "final", "x", {"acc.clean": 0.9}, "plain"),
+    ]
+
+
+def test_certified_plot_one_curve_per_model_from_the_metric_names():
+    from PIL import Image
+
+    from robustcompress.report.plots import certified_curves
+
+    rows = _cert_rows()
+    curves = certified_curves(rows)
+    assert {k: [(x, y) for x, y, _ in v] for k, v in curves.items()} == {
+        ("0.25", "base"): [(0.0, 0.8), (0.5, 0.5)],  # radius_cap and .n are not points of a curve
+        ("0.25", "pruned"): [(0.0, 0.7), (0.5, 0.3)],
+    }
+    plots = {p.name: p for p in make_plots(rows)}
+    plot = plots["certified_vs_radius"]
+    assert plot.skipped is None and set(plot.metrics) == {"cert.smooth.s0.25.r0", "cert.smooth.s0.25.r0.5"}
+    image = Image.open(io.BytesIO(plot.png))
+    image.load()
+    assert image.format == "PNG" and image.size == (704, 484)  # 6.4 x 4.4 in at 110 dpi: one sigma
+    # a second sigma is a second panel (wider figure), on one of the models only
+    rows[0].metrics |= {
+        "cert.smooth.s0.5.r0": 0.6,
+        "cert.smooth.s0.5.r1": 0.2,
+        "cert.smooth.s0.5.radius_cap": 1.8,
+    }
+    two = next(p for p in make_plots(rows) if p.name == "certified_vs_radius")
+    assert Image.open(io.BytesIO(two.png)).size == (880, 484)
+    assert ("0.5", "base") in certified_curves(rows) and ("0.5", "pruned") not in certified_curves(rows)
+    # no certified metrics: no plot at all (not even a skipped one)
+    names = [p.name for p in make_plots(rows[2:])]
+    assert names == ["accuracy_vs_ratio", "robust_vs_clean", "mce_vs_ratio"]
+
+
+def test_certified_plot_is_embedded_in_the_html_report(study, tmp_path):
+    src, base = study
+    shutil.copy(src / "results.sqlite", tmp_path / "results.sqlite")
+    store = ResultsStore(tmp_path / "results.sqlite")
+    art = next(iter(load_results(tmp_path).comparison_rows())).artifact
+    cert = {"type": "certified", "method": "smoothing", "sigma": 0.25, "radii": [0, 0.5], "n_examples": 20}
+    config = {
+        "name": "tiny/cert",
+        "data": {"dataset": "fashion-mnist", "limit_test": 100},
+        "evaluations": [cert],
+    }
+    store.add_experiment("tiny/cert", config)
+    store.add_metrics("tiny/cert", "baseline", art, "clean", {"acc.clean": base["acc.clean"]})
+    final = {
+        "acc.clean": base["acc.clean"],
+        "cert.smooth.s0.25.r0": 0.55,
+        "cert.smooth.s0.25.r0.5": 0.25,
+        "cert.smooth.s0.25.radius_cap": 0.77,
+        "cert.smooth.n": 1000,
+    }
+    store.add_metrics("tiny/cert", "final", "cert-art", "certified", final)
+    html = write_report(tmp_path, tmp_path / "r.html").read_text()
+    figure = re.search(
+        r"<figure><img alt=\"Certified accuracy vs L2 radius[^\"]*\" src=\"(.*?)\">(.*?)</figure>", html
+    )
+    assert figure is not None
+    png = base64.b64decode(figure.group(1).removeprefix("data:image/png;base64,"))
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert "cert.smooth.s0.25.r0, cert.smooth.s0.25.r0.5: measured on 20 test images" in figure.group(2)
+    assert len(PNG_DATA.findall(html)) == 4  # the three study plots and this one

@@ -2,7 +2,9 @@
 
 - clean accuracy vs compression ratio, Pareto front highlighted (paper 000),
 - robust accuracy vs clean accuracy (paper 001: robustness falls before accuracy),
-- mCE vs compression ratio, Pareto front highlighted (paper 000).
+- mCE vs compression ratio, Pareto front highlighted (paper 000),
+- certified accuracy vs L2 radius, one curve per model, one panel per sigma (randomized smoothing;
+  drawn only when some model was certified).
 A plot whose metrics no model has is skipped with the reason, never drawn empty. A point whose
 figure carries a gradient-masking flag is drawn hollow and kept off the front (unless
 include_flagged): its robust accuracy is likely overestimated.
@@ -11,6 +13,8 @@ include_flagged): its robust accuracy is likely overestimated.
 from __future__ import annotations
 
 import io
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +27,8 @@ ROBUST = "robust acc.*"
 # Which evaluation produces a metric, for the hint of a skipped plot.
 PRODUCED_BY = {"acc.clean": "clean", "size.ratio": "size", "mce": "corruption", ROBUST: "adversarial"}
 MAX_ROBUST_SERIES = 4
+# cert.smooth.s<sigma>.r<radius> (names from evaluation/certified.py; numbers written with :g).
+CERTIFIED = re.compile(r"cert\.smooth\.s([0-9.eE+-]+)\.r([0-9.eE+-]+)")
 
 
 @dataclass
@@ -40,7 +46,7 @@ def make_plots(rows: Sequence[ModelRow], include_flagged: bool = False) -> list[
         accuracy_vs_ratio(rows, include_flagged),
         robust_vs_clean(rows),
         mce_vs_ratio(rows, include_flagged),
-    ]
+    ] + ([certified_vs_radius(rows)] if certified_curves(rows) else [])
 
 
 def accuracy_vs_ratio(rows: Sequence[ModelRow], include_flagged: bool = False) -> Plot:
@@ -89,6 +95,78 @@ def robust_vs_clean(rows: Sequence[ModelRow]) -> Plot:
     ax.legend(fontsize=8)
     plot.png = _png(fig, ax, plot.title)
     return plot
+
+
+def certified_vs_radius(rows: Sequence[ModelRow]) -> Plot:
+    """Certified accuracy against L2 radius: a panel per sigma, a curve per model, and each sigma's
+    radius cap (past it no radius can be certified with the sample count n, whatever the model).
+    A curve measured under a flag is hollow and marked (there is no front to keep it off)."""
+    plot = Plot("certified_vs_radius", "Certified accuracy vs L2 radius (randomized smoothing)")
+    curves = certified_curves(rows)
+    if not curves:
+        plot.skipped = "skipped: no model has cert.smooth.s<sigma>.r<radius> (add the certified evaluation)"
+        return plot
+    sigmas = sorted({sigma for sigma, _ in curves}, key=float)
+    plot.metrics = tuple(dict.fromkeys(m for c in curves.values() for _, _, m in c))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.4, 4.0 * len(sigmas)), 4.4))
+    axes = fig.subplots(1, len(sigmas), sharey=True, squeeze=False)[0]
+    colours = {r.label: f"C{i % 10}" for i, r in enumerate(rows)}
+    for ax, sigma in zip(axes, sigmas):
+        ax.grid(True, alpha=0.3)
+        for r in rows:
+            points = curves.get((sigma, r.label))
+            if not points:
+                continue
+            flagged = any(m in flagged_metrics(r) for _, _, m in points)
+            colour = colours[r.label]
+            ax.plot(
+                [p[0] for p in points], [100 * p[1] for p in points], marker="o", color=colour,
+                markerfacecolor="white" if flagged else colour, label=r.label + (DAGGER if flagged else ""),
+            )  # fmt: skip
+        for cap, n in _radius_caps(rows, sigma):
+            ax.axvline(cap, ls="--", color="grey", lw=1, label=f"radius cap (n = {n})" if n else "radius cap")
+        ax.set_title(f"\u03c3 = {sigma}", fontsize=10)
+        ax.set_xlabel("L2 radius (pixel space, inputs in [0, 1])")
+        ax.set_ylim(-2, 102)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("certified accuracy (%)")
+    fig.suptitle(plot.title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plot.png = buf.getvalue()
+    return plot
+
+
+def certified_curves(rows: Sequence[ModelRow]) -> dict[tuple[str, str], list[tuple[float, float, str]]]:
+    """(sigma, model label) -> [(radius, certified accuracy, metric)] sorted by radius."""
+    out: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    for r in rows:
+        for name, value in r.metrics.items():
+            m = CERTIFIED.fullmatch(name)
+            v = number(value)
+            if m is None or v is None:
+                continue
+            try:
+                radius = float(m.group(2))
+                float(m.group(1))
+            except ValueError:
+                continue
+            out.setdefault((m.group(1), r.label), []).append((radius, v, name))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _radius_caps(rows: Sequence[ModelRow], sigma: str) -> list[tuple[float, str]]:
+    """Each distinct radius cap of `sigma` over the certified rows, with the n it follows from."""
+    caps: dict[float, str] = {}
+    for r in rows:
+        cap = number(r.metrics.get(f"cert.smooth.s{sigma}.radius_cap"))
+        if cap is not None and math.isfinite(cap):
+            n = number(r.metrics.get("cert.smooth.n"))
+            caps.setdefault(round(cap, 6), "" if n is None else f"{int(n):,}" if n.is_integer() else f"{n:g}")
+    return sorted(caps.items())
 
 
 def robust_metrics(rows: Sequence[ModelRow]) -> list[str]:
