@@ -276,7 +276,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
     torch.save(good, tmp_path / "good.pth")
     data = (tmp_path / "good.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
-    (tmp_path / "random.pth").write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    noise = torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "random.pth").write_bytes(noise.numpy().tobytes())
     safetensors.torch.save_file(good, str(tmp_path / "good.safetensors"))
     st = (tmp_path / "good.safetensors").read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(st[: len(st) - 100])
@@ -293,7 +294,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
         ),
         "class count": (["--weights", tmp_path / "five.pth"], "have 5 classes"),
         "truncated pth": (["--weights", tmp_path / "truncated.pth"], "truncated or damaged"),
-        "corrupt pth": (["--weights", tmp_path / "random.pth"], "or it is damaged"),
+        "corrupt pth": (["--weights", tmp_path / "random.pth"], "damaged"),
         "truncated safetensors": (["--weights", tmp_path / "truncated.safetensors"], "damaged or truncated"),
         "unsafe pickle": (["--weights", tmp_path / "evil.pth"], "refusing to unpickle"),
         "normalize channels": (
