@@ -114,3 +114,18 @@ def test_a_replay_that_returns_a_new_module_keeps_the_spec(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(again(x), model.eval()(x))
+
+
+def test_checkpoint_files_get_the_permissions_of_the_umask(tmp_path):
+    """Not the 0o600 that temporary files and safetensors' writer use: others may read a checkpoint
+    whenever the umask lets them (a shared results folder)."""
+    import os
+
+    from robustcompress.models import build_model
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    save_checkpoint(tmp_path / "ck", build_model("cnn8", in_channels=1, input_size=28), {})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ck").iterdir()}
+    assert modes == {"model.safetensors": 0o666 & ~umask, "meta.json": 0o666 & ~umask}
+    assert (tmp_path / "ck").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -19,7 +19,7 @@ from torch import nn
 
 from robustcompress import __version__
 from robustcompress.errors import CheckpointError
-from robustcompress.fileio import atomic_dir, atomic_write_json
+from robustcompress.fileio import atomic_dir, atomic_write_json, default_permissions
 from robustcompress.models.zoo import SPEC_ATTR as _SPEC_ATTR
 from robustcompress.models.zoo import STRUCTURE_ATTR as _STRUCTURE_ATTR
 from robustcompress.models.zoo import ModelSpec
@@ -90,6 +90,7 @@ def save_checkpoint(
     with atomic_dir(directory) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         safetensors.torch.save_file(_dedupe(state), str(tmp / WEIGHTS))
+        default_permissions(tmp / WEIGHTS)
         (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=_json_default))
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)

@@ -51,6 +51,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def default_permissions(path: str | Path) -> Path:
+    """Give a file another library wrote (safetensors writes 0o600) the mode `open` would give it."""
+    os.chmod(path, _FILE_MODE)
+    return Path(path)
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path for a writer that wants a file name; renamed onto `path` after.
