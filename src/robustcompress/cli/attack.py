@@ -8,7 +8,6 @@ import click
 
 from robustcompress.cli.common import (
     FRACTION,
-    adversarial_evaluation,
     attack_budget_options,
     attack_names,
     common_options,
@@ -77,12 +76,8 @@ def attack(
     checkpoint,
     data,
     attacks,
-    norm,
     eps,
-    steps,
-    step_size,
-    restarts,
-    n_examples,
+    budget,
     batch_size,
     estimator,
     bpda_module,
@@ -100,19 +95,11 @@ def attack(
 
     Attacks and budgets are described in docs/attacks.md.
     """
-    from robustcompress.api import check_eps
     from robustcompress.cli.core import evaluate_checkpoint
 
-    check_eps(norm, eps)
-
-    adv = adversarial_evaluation(
+    adv = budget.evaluation(
         attacks,
-        norm,
         eps,
-        restarts,
-        steps=steps,
-        step_size=step_size,
-        n_examples=n_examples,
         batch_size=batch_size,
         estimator=estimator,
         eot_samples=eot_samples,
@@ -132,7 +119,7 @@ def attack(
         device=device,
     )
     if plot:
-        _plot(metrics, norm, plot)
+        _plot(metrics, budget.norm, plot)
     if as_json:
         print_json(metrics)
         return

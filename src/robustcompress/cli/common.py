@@ -217,8 +217,41 @@ def data_options(fn: Callable) -> Callable:
     return _stack(collect, options)
 
 
+@dataclass(frozen=True)
+class AttackBudget:
+    """The attack budget `attack` and `evaluate` share, as one argument."""
+
+    norm: str = "linf"
+    steps: int | None = None
+    step_size: float | None = None
+    restarts: int = 1
+    n_examples: int | None = None
+
+    def evaluation(self, attacks: str, eps, **optional: Any) -> dict[str, Any]:
+        """The `adversarial` evaluation entry; options left unset (None) keep the evaluation's defaults."""
+        from robustcompress.api import check_eps
+
+        check_eps(self.norm, eps)
+        entry: dict[str, Any] = {
+            "type": "adversarial",
+            "attacks": split_list(attacks),
+            "norm": self.norm,
+            "eps": list(eps),
+            "restarts": self.restarts,
+        }
+        more = {"steps": self.steps, "step_size": self.step_size, "n_examples": self.n_examples, **optional}
+        entry.update({k: v for k, v in more.items() if v is not None})
+        return entry
+
+
 def attack_budget_options(fn: Callable) -> Callable:
-    """--norm, --steps, --step-size, --restarts, --n-examples: the budget `attack` and `evaluate` share."""
+    """--norm, --steps, --step-size, --restarts, --n-examples, handed on as `budget: AttackBudget`."""
+
+    @functools.wraps(fn)
+    def collect(*args: Any, **kwargs: Any):
+        fields = ("norm", "steps", "step_size", "restarts", "n_examples")
+        return fn(*args, budget=AttackBudget(**{f: kwargs.pop(f) for f in fields}), **kwargs)
+
     options = [
         click.option(
             "--norm",
@@ -240,7 +273,7 @@ def attack_budget_options(fn: Callable) -> Callable:
             help="Attack only the first N test images.",
         ),
     ]
-    return _stack(fn, options)
+    return _stack(collect, options)
 
 
 def objective_options(help: str, example: str) -> Callable[[Callable], Callable]:  # noqa: A002
@@ -266,19 +299,6 @@ def objective_options(help: str, example: str) -> Callable[[Callable], Callable]
         return _stack(fn, options)
 
     return decorate
-
-
-def adversarial_evaluation(attacks: str, norm: str, eps, restarts: int, **optional: Any) -> dict[str, Any]:
-    """The `adversarial` evaluation entry of a command line; options left unset (None) keep its defaults."""
-    entry: dict[str, Any] = {
-        "type": "adversarial",
-        "attacks": split_list(attacks),
-        "norm": norm,
-        "eps": list(eps),
-        "restarts": restarts,
-    }
-    entry.update({k: v for k, v in optional.items() if v is not None})
-    return entry
 
 
 def common_options(fn: Callable) -> Callable:

@@ -7,11 +7,9 @@ from typing import Any
 
 import click
 
-from robustcompress.api import check_eps
 from robustcompress.cli.common import (
     FRACTION,
     DataArgs,
-    adversarial_evaluation,
     attack_budget_options,
     attack_names,
     checkpoint_test_split,
@@ -214,12 +212,8 @@ def evaluate(
     checkpoint,
     data,
     attacks,
-    norm,
     eps,
-    steps,
-    step_size,
-    restarts,
-    n_examples,
+    budget,
     corruptions,
     severities,
     efficiency,
@@ -235,12 +229,7 @@ def evaluate(
     if attacks:
         if not eps:
             raise ConfigError("--attacks needs at least one --eps (e.g. --eps 8/255)")
-        check_eps(norm, eps)
-        evaluations.append(
-            adversarial_evaluation(
-                attacks, norm, eps, restarts, steps=steps, step_size=step_size, n_examples=n_examples
-            )
-        )
+        evaluations.append(budget.evaluation(attacks, eps))
     if corruptions:
         corr: dict[str, Any] = {"type": "corruption", "suite": corruptions}
         if severities:
