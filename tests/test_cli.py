@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from robustcompress.cli import main
+from tests.tiny_study import tiny_config
 
 
 def _run(args):
@@ -124,33 +125,18 @@ def test_demo_quick_runs_end_to_end(data_root, tmp_path):
     assert (out / "results.sqlite").is_file()
 
 
-def _tiny_config(tmp_path, data_root):
-    path = tmp_path / "tiny.toml"
-    path.write_text(f"""
-name = "tiny"
-output = "{tmp_path / "out"}"
-[data]
-dataset = "fashion-mnist"
-root = "{data_root}"
-limit_train = 500
-limit_test = 200
-[model]
-name = "cnn8"
-width = 0.25
-[train]
-epochs = 1
+PRUNED_RECIPE = """
 [[recipes]]
 name = "pruned"
-stages = [{{type = "prune", amount = 0.5}}, {{type = "finetune", epochs = 1}}]
-""")
-    return path
+stages = [{type = "prune", amount = 0.5}, {type = "finetune", epochs = 1}]
+"""
 
 
 def test_run_dry_run_prints_the_plan_and_computes_nothing(tmp_path, data_root):
     from robustcompress.experiments.config import load_config
     from robustcompress.experiments.runner import plan
 
-    path = _tiny_config(tmp_path, data_root)
+    path = tiny_config(tmp_path, data_root, PRUNED_RECIPE)
     result = _run(["run", str(path), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)

@@ -9,27 +9,7 @@ from robustcompress.errors import ConfigError
 from robustcompress.experiments.config import ExperimentConfig, expand_grid, load_config
 from robustcompress.experiments.runner import plan, run_experiments
 from robustcompress.experiments.store import ResultsStore
-
-
-def _config(tmp_path, data_root, extra=""):
-    path = tmp_path / "exp.toml"
-    path.write_text(f"""
-name = "tiny"
-output = "{tmp_path / "out"}"
-[data]
-dataset = "fashion-mnist"
-root = "{data_root}"
-limit_train = 500
-limit_test = 200
-[model]
-name = "cnn8"
-width = 0.25
-[train]
-epochs = 1
-batch_size = 64
-{extra}
-""")
-    return path
+from tests.tiny_study import tiny_config
 
 
 def test_run_writes_store_and_metrics_and_reruns_from_cache(tmp_path, data_root):
@@ -41,7 +21,7 @@ stages = []
 name = "tuned"
 stages = [{type = "finetune", epochs = 1}]
 """
-    cfg = load_config(_config(tmp_path, data_root, extra))
+    cfg = load_config(tiny_config(tmp_path, data_root, extra))
     before = plan(cfg)  # the keys of everything the run will make, nothing made yet
     assert [p.name for p in before] == ["tiny/plain", "tiny/tuned"]
     assert not any(a.cached or any(e.stored for e in a.evaluations) for p in before for a in p.artifacts)
@@ -140,7 +120,7 @@ def test_plan_labels_and_evaluated_models_follow_evaluate_stages(tmp_path, data_
     stages = '[{type = "prune", amount = 0.5}, {type = "finetune", epochs = 1}]'
     every = ["baseline", "stage0:prune", "final"]
     for evaluate_stages, evaluated in [(False, ["baseline", "final"]), (True, every)]:
-        path = _config(tmp_path, data_root)
+        path = tiny_config(tmp_path, data_root)
         top = f"evaluate_stages = {str(evaluate_stages).lower()}\nstages = {stages}\n[data]"
         path.write_text(path.read_text().replace("[data]", top))
         [p] = plan(load_config(path))
