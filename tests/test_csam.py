@@ -31,6 +31,7 @@ from robustcompress.stages import STAGES, StageContext
 from robustcompress.training import TrainConfig, fit
 from robustcompress.training.finetune import FinetuneConfig, finetune_config
 from robustcompress.training.sam import SAM
+from tests.tiny_study import tiny_config
 
 
 def _tiny() -> nn.Module:
@@ -410,21 +411,10 @@ def test_a_csam_then_cluster_recipe_validates_and_runs(tmp_path, data_root):
     from robustcompress.experiments.config import load_config
     from robustcompress.experiments.runner import run_experiments
 
-    path = tmp_path / "exp.toml"
-    path.write_text(f"""
-name = "csam"
-output = "{tmp_path / "out"}"
-[data]
-dataset = "fashion-mnist"
-root = "{data_root}"
-limit_train = 300
-limit_test = 100
-[model]
-name = "cnn8"
-width = 0.25
-[train]
-epochs = 1
-batch_size = 64
+    path = tiny_config(
+        tmp_path,
+        data_root,
+        """
 max_steps_per_epoch = 3
 [[recipes]]
 name = "csam-cluster"
@@ -444,7 +434,11 @@ type = "clean"
 type = "efficiency"
 latency = false
 layer_table = false
-""")
+""",
+        name="csam",
+        limit_train=300,
+        limit_test=100,
+    )
     results = run_experiments(load_config(path), progress=False)
     final = results[0].metrics["final"]
     assert 0 <= final["acc.clean"] <= 1

@@ -18,6 +18,7 @@ from robustcompress.report import (
     pareto_front,
     write_report,
 )
+from tests.tiny_study import tiny_config
 
 ACC, MCE, RATIO = ("acc.clean", "max"), ("mce", "min"), ("size.ratio", "max")
 PNG_DATA = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -87,21 +88,10 @@ def test_pareto_rejects_bad_objectives():
 def real_run(tmp_path_factory, data_root):
     """A real tiny run: cnn8 x0.25, 300 Fashion-MNIST images, one epoch; recipes plain and tuned."""
     tmp = tmp_path_factory.mktemp("report")
-    path = tmp / "tiny.toml"
-    path.write_text(f"""
-name = "tiny"
-output = "{tmp / "out"}"
-[data]
-dataset = "fashion-mnist"
-root = "{data_root}"
-limit_train = 300
-limit_test = 100
-[model]
-name = "cnn8"
-width = 0.25
-[train]
-epochs = 1
-batch_size = 64
+    path = tiny_config(
+        tmp,
+        data_root,
+        """
 [[evaluations]]
 type = "clean"
 [[evaluations]]
@@ -118,8 +108,12 @@ name = "plain"
 stages = []
 [[recipes]]
 name = "tuned"
-stages = [{{type = "finetune", epochs = 1}}]
-""")
+stages = [{type = "finetune", epochs = 1}]
+""",
+        name="tiny",
+        limit_train=300,
+        limit_test=100,
+    )
     results = run_experiments(load_config(path), progress=False, log=lambda m: None)
     return tmp / "out", results
 
