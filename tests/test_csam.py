@@ -240,29 +240,38 @@ def test_sam_step_is_the_gradient_at_the_ascent_point():
         torch.testing.assert_close(p.detach(), e)
 
 
-def test_pruned_weights_stay_zero_through_sam_and_norm_statistics_follow_one_pass(fmnist):
+def _pruned_tiny(amount: float) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     model = _tiny()
-    prune_unstructured(model, 0.7)
-    masks = {k: m.clone() for k, m in masks_of(model).items()}
-    cfg = TrainConfig(
-        epochs=1,
-        batch_size=64,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=5e-3,
-        sam_rho=0.05,
-        max_steps_per_epoch=6,
-        restore_best=False,
+    prune_unstructured(model, amount)
+    return model, {k: m.clone() for k, m in masks_of(model).items()}
+
+
+def _regrowth_config(steps: int, **extra) -> TrainConfig:
+    """Momentum and weight decay: what would give a pruned weight a value again if masks were not kept."""
+    return TrainConfig(
+        epochs=1, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-3, max_steps_per_epoch=steps,
+        restore_best=False, **extra,
+    )  # fmt: skip
+
+
+def _stored_pruned_entries_are_zero(model: nn.Module, masks: dict[str, torch.Tensor]) -> bool:
+    return all(
+        (model.get_submodule(name.rsplit(".", 1)[0]).parametrizations.weight.original[mask == 0] == 0).all()
+        for name, mask in masks.items()
     )
+
+
+def test_pruned_weights_stay_zero_through_sam_and_norm_statistics_follow_one_pass(fmnist):
+    model, masks = _pruned_tiny(0.7)
+    cfg = _regrowth_config(6, sam_rho=0.05)
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     plain = copy.deepcopy(model)
     fit(model, fmnist, cfg, device="cpu", progress=False)
     fit(plain, fmnist, cfg.model_copy(update={"sam_rho": None}), device="cpu", progress=False)
     assert int(bn.num_batches_tracked) == 6  # statistics from the first pass of each step only
     for name, mask in masks.items():
-        module = model.get_submodule(name.rsplit(".", 1)[0])
-        assert (module.weight[mask == 0] == 0).all()
-        assert (module.parametrizations.weight.original[mask == 0] == 0).all()
+        assert (model.get_submodule(name.rsplit(".", 1)[0]).weight[mask == 0] == 0).all()
+    assert _stored_pruned_entries_are_zero(model, masks)
     assert not torch.equal(
         model.net.features[1][0].weight, plain.net.features[1][0].weight
     )  # SAM did something
@@ -286,18 +295,8 @@ def test_sam_then_prune_baseline_is_expressible_as_stages(fmnist):
 
 
 def test_pruned_weights_stay_zero_through_cram_steps(fmnist):
-    model = _tiny()
-    prune_unstructured(model, 0.5)
-    masks = {k: m.clone() for k, m in masks_of(model).items()}
-    cfg = TrainConfig(
-        epochs=1,
-        batch_size=64,
-        lr=0.05,
-        momentum=0.9,
-        weight_decay=5e-3,
-        max_steps_per_epoch=5,
-        restore_best=False,
-    )
+    model, masks = _pruned_tiny(0.5)
+    cfg = _regrowth_config(5)
     made = []
 
     def wrapper(base, net):
@@ -316,10 +315,9 @@ def test_pruned_weights_stay_zero_through_cram_steps(fmnist):
     before = copy.deepcopy(model)
     fit(model, fmnist, cfg, device="cpu", progress=False, sam=wrapper)
     assert len(made[0].drawn) == 5 and set(made[0].drawn) <= {0.6, 0.9}
+    assert _stored_pruned_entries_are_zero(model, masks)
     for name, mask in masks.items():
-        module = model.get_submodule(name.rsplit(".", 1)[0])
-        assert (module.parametrizations.weight.original[mask == 0] == 0).all()
-        kept = module.parametrizations.weight.original[mask == 1]
+        kept = model.get_submodule(name.rsplit(".", 1)[0]).parametrizations.weight.original[mask == 1]
         assert (kept != 0).float().mean() > 0.99  # the dense part is not left compressed after the ascent
     assert not torch.equal(before.net.features[1][0].weight, model.net.features[1][0].weight)
 
