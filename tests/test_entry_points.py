@@ -244,3 +244,15 @@ def test_the_one_call_api_alone(tmp_path, data_root):
     assert got["metrics"]["params.nonzero"] < got["metrics"]["params.nonzero.before"]
     assert got["evaluated"]["acc.clean"] == got["metrics"]["acc.clean"]
     assert got["parity"] is True
+
+
+def test_python_dash_m_runs_the_cli():
+    """`python -m robustcompress` is the same CLI as the installed command (for torchrun and clusters)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "robustcompress", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Usage:" in out.stdout and "run" in out.stdout
