@@ -186,6 +186,15 @@ def summary_html(results: Results, objectives: Sequence[Objective], include_flag
             f"<p><b>Pareto set</b> over {e(', '.join(m for m, _ in measured))}: "
             f"{e(', '.join(rows[i].label for i in front)) or 'none'}.</p>"
         )
+    kept = against_baseline(results, measured, include_flagged)
+    if kept:
+        lines.append(
+            "<p><b>Against their own baseline</b>: "
+            + "; ".join(
+                f"{e(m)} at or better in {k} of {n} compressed models ({k / n:.0%})" for m, k, n in kept
+            )
+            + ".</p>"
+        )
     raised = [r for r in results.rows if r.flags]
     if raised:
         names = sorted({f"{r.label}: {', '.join(sorted(r.flags))}" for r in raised})
@@ -203,6 +212,28 @@ def summary_html(results: Results, objectives: Sequence[Objective], include_flag
         lines.append("<p><b>Flags raised</b>: none.</p>")
     lines.append("</section>")
     return "\n".join(lines)
+
+
+def against_baseline(
+    results: Results, objectives: Sequence[Objective], include_flagged: bool = False
+) -> list[tuple[str, int, int]]:
+    """(metric, models at or better than their own baseline, models compared) per objective: paper
+    000's "69% of compressed models have an mCE at or below their baseline's" for any objective."""
+    out = []
+    for metric, direction in objectives:
+        kept = compared = 0
+        for r in results.rows:
+            base = results.baseline_of(r.experiment)
+            if r.model != "final" or base is None or base.artifact == r.artifact:
+                continue
+            v, b = (number(trusted(x, include_flagged).get(metric)) for x in (r, base))
+            if v is None or b is None:
+                continue
+            compared += 1
+            kept += v >= b if direction == "max" else v <= b
+        if compared:
+            out.append((metric, kept, compared))
+    return out
 
 
 def compared_setup(results: Results) -> str:
