@@ -332,8 +332,9 @@ def run(config, out, overrides, dry_run, executor, workers, as_json, quiet):
     if dry_run:
         graph = build_graph(cfg)
         planned = plan(cfg, graph)
-        if as_json:
-            print_json({"experiments": [p.to_dict() for p in planned], "graph": graph.shape()})
+        if as_json:  # stdout is the plan alone; the graph's shape goes to stderr
+            print_json({"experiments": [p.to_dict() for p in planned]})
+            log(format_shape(graph.shape()))
         else:
             click.echo(format_plan(planned, graph.shape()))
         return
@@ -367,12 +368,17 @@ def format_plan(planned, shape: dict[str, int] | None = None) -> str:
             for e in a.evaluations:
                 lines.append(f"      {e.type:<14} {e.key}  {'stored' if e.stored else 'to run'}")
     if shape:
-        lines.append(
-            f"graph: {shape['tasks']} tasks ({shape['artifacts']} artifacts, {shape['evaluations']} "
-            f"evaluation tasks), longest chain {shape['depth']}, parallel width {shape['width']} "
-            "(tasks that can run at once)"
-        )
+        lines.append(format_shape(shape))
     return "\n".join(lines)
+
+
+def format_shape(shape: dict[str, int]) -> str:
+    """The task graph in one line: its size, its longest chain and how many tasks can run at once."""
+    return (
+        f"graph: {shape['tasks']} tasks ({shape['artifacts']} artifacts, {shape['evaluations']} "
+        f"evaluation tasks), longest chain {shape['depth']}, parallel width {shape['width']} "
+        "(tasks that can run at once)"
+    )
 
 
 RESULTS_EXAMPLES = """
