@@ -8,6 +8,7 @@ never pickled models; a task killed with its worker is rerun by Ray (`max_retrie
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -87,7 +88,10 @@ class RayExecutor:
         ray, started = connect(self.execution)
         try:
             check_resources(ray, self.execution)
-            self._schedule(ray, study)
+            with contextlib.redirect_stdout(
+                sys.stderr
+            ):  # Ray echoes its workers' logs: stdout is for results
+                self._schedule(ray, study)
         finally:
             if started:
                 ray.shutdown()
@@ -197,13 +201,14 @@ def connect(execution: ExecutionConfig) -> tuple[Any, bool]:
         import ray
     except ImportError:
         raise ConfigError(RAY_MISSING) from None
-    if ray.is_initialized():
+    if execution.address is not None:
+        _check_reachable(execution.address)
+    if ray.is_initialized():  # the caller's own Ray connection
         return ray, False
     if execution.address is None:
         cpus = execution.cpus * execution.workers if execution.workers else None
         start_local(cpus, dashboard=execution.dashboard)
         return ray, True
-    _check_reachable(execution.address)
     try:
         ray.init(address=execution.address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
