@@ -26,6 +26,7 @@ from robustcompress.report.results import Results, load_results
 from robustcompress.report.tables import Table, comparison_table, measured_objectives, measured_on
 
 REPORT_NAME = "report.html"
+MAX_NAMED = 12  # the summary names the compared models up to this many; the table lists every one
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; padding: 0 1em; color: #222; }
@@ -165,7 +166,11 @@ def summary_html(results: Results, objectives: Sequence[Objective], include_flag
         '<section class="summary"><h2>Summary</h2>',
         f"<p><b>Compared</b>: {len(rows)} model(s) from {len(results.experiments)} experiment(s)"
         + (f" &middot; {e(compared)}" if compared else "")
-        + f": {e(', '.join(r.label for r in rows))}.</p>",
+        + (
+            f": {e(', '.join(r.label for r in rows))}.</p>"
+            if len(rows) <= MAX_NAMED
+            else " (the comparison table lists them).</p>"
+        ),
     ]
     best = best_per_objective(results, objectives, include_flagged)
     if best:
