@@ -18,6 +18,7 @@ from pathlib import Path
 from robustcompress.experiments.runner import experiment_folder
 from robustcompress.experiments.store import results_path
 from robustcompress.fileio import atomic_write_text
+from robustcompress.report.curves import curve_plots
 from robustcompress.report.metrics import format_value
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, number, pareto_front
 from robustcompress.report.plots import make_plots, robust_metrics
@@ -121,13 +122,13 @@ def render_report(
         _pareto_section(results, objectives, include_flagged),
         "<h2>Plots</h2>",
     ]
-    for plot in make_plots(rows, include_flagged):
+    for plot in make_plots(rows, include_flagged) + curve_plots(results):
         if plot.png is None:
             log(f"plot '{plot.title}' {plot.skipped}")
             parts.append(f'<p class="skipped"><b>{e(plot.title)}</b>: {e(plot.skipped or "")}</p>')
         else:
             notes = measured_on(results, rows, plot.metrics)
-            parts.append(_figure_html(plot.png, plot.title, notes))
+            parts.append(_figure_html(plot.png, plot.title, notes, plot.caption))
     parts.append(_analysis_section(results))
     parts.append("<h2>Experiments</h2>")
     for name in results.experiments:
@@ -280,10 +281,14 @@ def best_per_objective(
     return out
 
 
-def _figure_html(png: bytes, title: str, notes: Sequence[str] = ()) -> str:
+def _figure_html(png: bytes, title: str, notes: Sequence[str] = (), caption: str = "") -> str:
     e = html.escape
     data = base64.b64encode(png).decode("ascii")
-    caption = e(title) + "".join(f'<br><span class="muted">{e(n)}</span>' for n in notes)
+    caption = (
+        e(title)
+        + (f"<br>{e(caption)}" if caption else "")
+        + "".join(f'<br><span class="muted">{e(n)}</span>' for n in notes)
+    )
     image = f'<img alt="{e(title)}" src="data:image/png;base64,{data}">'
     return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
