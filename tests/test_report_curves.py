@@ -163,3 +163,43 @@ def test_curves_are_embedded_in_the_html_report(tmp_path):
     png = base64.b64decode(figure.group(1).removeprefix("data:image/png;base64,"))
     assert _png_size(png) == (1408, 484)
     assert "Robustness falls first." in figure.group(2)
+
+
+def test_real_tiny_study_draws_its_sparsity_curve_and_lists_its_compact_model(tmp_path, data_root):
+    """A real run (cnn8 x0.25, 300 images, one epoch): a three-point pruning sweep and a compact model
+    of the 80%-pruned model's size; the report draws the sweep and names the width the stage chose."""
+    from robustcompress.experiments.config import load_config
+    from robustcompress.experiments.runner import run_experiments
+    from robustcompress.report.html import compact_models
+    from robustcompress.report.results import load_results
+    from tests.tiny_study import tiny_config
+
+    sweep = "".join(
+        f'[[recipes]]\nname = "prune-{a}"\nstages = [{{type = "prune", method = "global", amount = {a}}}]\n'
+        for a in (0.3, 0.6, 0.9)
+    )
+    extra = f"""
+[[evaluations]]
+type = "clean"
+[[evaluations]]
+type = "efficiency"
+latency = false
+layer_table = false
+{sweep}
+[[recipes]]
+name = "compact"
+stages = [{{type = "prune", method = "global", amount = 0.8}}, {{type = "compact", epochs = 1}}]
+"""
+    path = tiny_config(tmp_path, data_root, extra, name="tiny", limit_train=300, limit_test=100)
+    run_experiments(load_config(path), progress=False, log=lambda m: None)
+    results = load_results(tmp_path / "out")
+    [sweep_found] = sweeps(results)
+    assert [x for x, _ in sweep_found.rows] == [0.3, 0.6, 0.9] and sweep_found.name == "prune-*"
+    [compact] = compact_models(results)
+    params = next(r for r in results.rows if r.experiment == "tiny/compact" and r.model == "final").metrics
+    assert compact["label"] == "compact" and 0.01 < compact["width"] < 0.25  # a fifth of a x0.25 cnn8
+    assert compact["match"] == "params" and params["params"] == compact["measured"]
+    assert abs(compact["measured"] - compact["target"]) / compact["target"] < 0.05
+    html = write_report(tmp_path / "out").read_text()
+    assert "Accuracy vs sparsity: prune-*" in html and "Compact models of the same size" in html
+    assert f"<td>{compact['width']:g}</td>" in html
