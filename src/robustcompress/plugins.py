@@ -31,6 +31,7 @@ MODULES = [
     "robustcompress.compression.pruning.hydra",
     "robustcompress.evaluation.certified",
     "robustcompress.training.noise_objectives",
+    "robustcompress.compression.compact",
 ]
 
 

@@ -388,7 +388,7 @@ def pca_plane(
 
     Returns (figure, {model name: {"pca_changes": ..., "pca_confidence": ...}}).
     """
-    from robustcompress.analysis.figures import class_legend, new_figure, shaded
+    from robustcompress.analysis.figures import class_legend, fit_suptitle, new_figure, shaded
 
     plane = PcaPlane.fit(x, resolution)
     grid = plane.grid()
@@ -417,8 +417,7 @@ def pca_plane(
         "Predicted class on the plane of the first two principal components of the test images\n"
         "(darker: more confident; dots: test images in their true class's colour)"
     )
-    fig.suptitle(title, fontsize="medium")
-    fig.tight_layout()
+    fit_suptitle(fig, title)
     return fig, numbers
 
 
@@ -445,7 +444,7 @@ def cross_sections(
     direction (a random one where it has no input gradients) and v a random direction orthogonal
     to u, the same random draw for every model; a and b run over [-extent, extent] (default 4 eps).
     """
-    from robustcompress.analysis.figures import class_legend, new_figure, shaded
+    from robustcompress.analysis.figures import class_legend, fit_suptitle, new_figure, shaded
 
     T = float(extent) if extent is not None else 4 * eps
     if not T > 0:
@@ -489,7 +488,6 @@ def cross_sections(
             classes += np.unique(mp.pred).tolist()
     class_legend(axes[0][-1], classes, list(class_names) if class_names else None, num_classes,
                  loc="upper left", bbox_to_anchor=(1.02, 1.0))  # fmt: skip
-    fig.suptitle(f"Cross-sections through test images (black dot: the image; black line: the {norm} "
-                 f"ball of radius {eps:g})", fontsize="medium")  # fmt: skip
-    fig.tight_layout()
+    fit_suptitle(fig, f"Cross-sections through test images (black dot: the image; black line: the {norm} "
+                      f"ball of radius {eps:g})")  # fmt: skip
     return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -51,6 +52,24 @@ def new_figure(rows: int, cols: int, panel: float = 3.2) -> tuple[Figure, np.nda
     """A figure of rows x cols panels; axes always a 2-D array."""
     fig, axes = plt.subplots(rows, cols, figsize=(panel * cols + 1.5, panel * rows + 0.8), squeeze=False)
     return fig, axes
+
+
+def fit_suptitle(fig: Figure, text: str, fontsize: str = "medium", margin: float = 0.02) -> None:
+    """The figure's title, each line wrapped to the figure's width, then the layout tightened.
+
+    A one-model figure is narrow (a panel and a legend): a title written for a row of models ran
+    past both edges and was cut off in the PNG. Wrapping measures the rendered text, so it holds
+    for any font and figure size.
+    """
+    title = fig.suptitle(text, fontsize=fontsize)
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width * (1 - 2 * margin)
+    paragraphs = text.split("\n")
+    chars = max(len(line) for line in paragraphs)
+    while chars > 10 and title.get_window_extent(renderer).width > room:
+        chars = max(10, int(chars * room / title.get_window_extent(renderer).width) - 1)
+        title.set_text("\n".join(textwrap.fill(line, chars) for line in paragraphs))
+    fig.tight_layout()
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:

@@ -231,7 +231,7 @@ def tsne_analysis(
 
 
 def _figure(results: dict[str, ModelEmbedding], cls: int, class_names, eps: float, norm: str):
-    from robustcompress.analysis.figures import new_figure
+    from robustcompress.analysis.figures import fit_suptitle, new_figure
 
     cols = max(len(r.layers) for r in results.values())
     fig, axes = new_figure(len(results), cols, panel=3.2)
@@ -262,7 +262,7 @@ def _figure(results: dict[str, ModelEmbedding], cls: int, class_names, eps: floa
             ax.set_yticks([])
     axes[0][0].legend(fontsize="x-small", loc="best")
     label = class_names[cls] if class_names and cls < len(class_names) else f"class {cls}"
-    fig.suptitle(f"t-SNE of features of {label}: clean and PGD ({norm}, eps {eps:g}) images, layer by layer",
-                 fontsize="medium")  # fmt: skip
-    fig.tight_layout()
+    fit_suptitle(
+        fig, f"t-SNE of features of {label}: clean and PGD ({norm}, eps {eps:g}) images, layer by layer"
+    )
     return fig

@@ -18,6 +18,7 @@ from pathlib import Path
 from robustcompress.experiments.runner import experiment_folder
 from robustcompress.experiments.store import results_path
 from robustcompress.fileio import atomic_write_text
+from robustcompress.report.curves import curve_plots
 from robustcompress.report.metrics import format_value
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, number, pareto_front
 from robustcompress.report.plots import make_plots, robust_metrics
@@ -119,15 +120,16 @@ def render_report(
             comparison_table(results, columns, objectives=objectives, include_flagged=include_flagged)
         ),
         _pareto_section(results, objectives, include_flagged),
+        _compact_section(results),
         "<h2>Plots</h2>",
     ]
-    for plot in make_plots(rows, include_flagged):
+    for plot in make_plots(rows, include_flagged) + curve_plots(results):
         if plot.png is None:
             log(f"plot '{plot.title}' {plot.skipped}")
             parts.append(f'<p class="skipped"><b>{e(plot.title)}</b>: {e(plot.skipped or "")}</p>')
         else:
             notes = measured_on(results, rows, plot.metrics)
-            parts.append(_figure_html(plot.png, plot.title, notes))
+            parts.append(_figure_html(plot.png, plot.title, notes, plot.caption))
     parts.append(_analysis_section(results))
     parts.append("<h2>Experiments</h2>")
     for name in results.experiments:
@@ -280,10 +282,14 @@ def best_per_objective(
     return out
 
 
-def _figure_html(png: bytes, title: str, notes: Sequence[str] = ()) -> str:
+def _figure_html(png: bytes, title: str, notes: Sequence[str] = (), caption: str = "") -> str:
     e = html.escape
     data = base64.b64encode(png).decode("ascii")
-    caption = e(title) + "".join(f'<br><span class="muted">{e(n)}</span>' for n in notes)
+    caption = (
+        e(title)
+        + (f"<br>{e(caption)}" if caption else "")
+        + "".join(f'<br><span class="muted">{e(n)}</span>' for n in notes)
+    )
     image = f'<img alt="{e(title)}" src="data:image/png;base64,{data}">'
     return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
@@ -343,6 +349,56 @@ def _analysis_section(results: Results) -> str:
                 )
                 parts.append(_figure_html(png, title, [f"measured on {on}"]))
     return "\n".join(parts)
+
+
+def compact_models(results: Results) -> list[dict]:
+    """The compact models of the study (recipes with a `compact` stage): the width the stage chose
+    (the final artifact's model spec) and, where its metadata has them, what it matched and how near."""
+    root = results.folder if results.folder.is_dir() else results.folder.parent
+    out = []
+    for name in results.experiments:
+        stages = (results.configs.get(name) or {}).get("stages") or []
+        compact = next((s for s in stages if s.get("type") == "compact"), None)
+        final = next((r for r in results.models_of(name) if r.model == "final"), None)
+        meta_path = root / "artifacts" / final.artifact / "meta.json" if final else None
+        if compact is None or meta_path is None or not meta_path.is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        info = (meta.get("training") or {}).get("compact") or {}
+        out.append({
+            "label": final.label, "model": (meta.get("model") or {}).get("name", "?"),
+            "width": (meta.get("model") or {}).get("width"), "match": compact.get("match", "params"),
+            "target": info.get("target"), "measured": info.get("measured"),
+        })  # fmt: skip
+    return out
+
+
+def _compact_section(results: Results) -> str:
+    rows = compact_models(results)
+    if not rows:
+        return ""
+    e = html.escape
+    unit = {"params": "non-zero parameters", "size": "rcz bytes"}
+    body = "".join(
+        f"<tr><td>{e(r['label'])}</td><td>{e(str(r['model']))}</td><td>{r['width']:g}</td>"
+        f"<td>{e(unit.get(r['match'], r['match']))}</td>"
+        f"<td>{_count(r['target'])}</td><td>{_count(r['measured'])}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<h2>Compact models of the same size</h2><p>Each dense model was built at the width whose size "
+        "matches its compressed parent (the <code>compact</code> stage's bisection over the width), then "
+        "trained from scratch.</p><table><thead><tr><th>model</th><th>architecture</th><th>width</th>"
+        "<th>matched on</th><th>the compressed parent</th><th>the compact model</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def _count(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
 
 
 def recipe_summary(config: dict) -> str:

@@ -5,6 +5,7 @@
 - mCE vs compression ratio, Pareto front highlighted (paper 000),
 - certified accuracy vs L2 radius, one curve per model, one panel per sigma (randomized smoothing;
   drawn only when some model was certified).
+The curves over compression strength, eps and corruption severity are in curves.py.
 A plot whose metrics no model has is skipped with the reason, never drawn empty. A point whose
 figure carries a gradient-masking flag is drawn hollow and kept off the front (unless
 include_flagged): its robust accuracy is likely overestimated.
@@ -38,6 +39,7 @@ class Plot:
     png: bytes | None = None
     skipped: str | None = None  # why it was not drawn
     metrics: tuple[str, ...] = ()  # what it shows (the report says what they were measured on)
+    caption: str = ""  # what a reader needs to read it (a definition, what it shows)
 
 
 def make_plots(rows: Sequence[ModelRow], include_flagged: bool = False) -> list[Plot]:
