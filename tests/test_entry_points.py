@@ -111,9 +111,23 @@ def test_load_checkpoint_of_every_compressed_kind_alone(checkpoints):
         assert report[kind]["max_diff"] <= 1e-5, kind  # the same model, not merely a loadable one
 
 
-def _every_stage_and_evaluation_config(tmp_path) -> Path:
-    stages = ",\n    ".join(f'{{type = "{name}"}}' for name in STAGES.names())
-    evaluations = "\n".join(f'[[evaluations]]\ntype = "{name}"\n' for name in EVALUATIONS.names())
+def _builtin_names() -> dict[str, list[str]]:
+    """The stages and evaluations a fresh process knows: test plug-ins that other tests loaded
+    into this process (tests/plugins) are not built in."""
+    return json.loads(
+        fresh("""
+        import json
+        from robustcompress.evaluation.registry import EVALUATIONS
+        from robustcompress.stages import STAGES
+
+        print(json.dumps({"stages": STAGES.names(), "evaluations": EVALUATIONS.names()}))
+    """)
+    )
+
+
+def _every_stage_and_evaluation_config(tmp_path, names: dict[str, list[str]]) -> Path:
+    stages = ",\n    ".join(f'{{type = "{name}"}}' for name in names["stages"])
+    evaluations = "\n".join(f'[[evaluations]]\ntype = "{name}"\n' for name in names["evaluations"])
     path = tmp_path / "every.toml"
     path.write_text(
         f'name = "every"\nstages = [\n    {stages},\n    {{type = "preset", name = "pcqat-int8"}},\n]\n'
@@ -123,7 +137,11 @@ def _every_stage_and_evaluation_config(tmp_path) -> Path:
 
 
 def test_load_config_with_every_stage_and_evaluation_alone(tmp_path):
-    path = _every_stage_and_evaluation_config(tmp_path)
+    names = _builtin_names()
+    assert set(names["stages"]) <= set(STAGES.names()) and set(names["evaluations"]) <= set(
+        EVALUATIONS.names()
+    )
+    path = _every_stage_and_evaluation_config(tmp_path, names)
     out = fresh(f"""
         import json
         from robustcompress.experiments.config import load_config
@@ -135,9 +153,10 @@ def test_load_config_with_every_stage_and_evaluation_alone(tmp_path):
         }}))
     """)
     got = json.loads(out)
-    assert got["stages"][: len(STAGES.names())] == STAGES.names()
-    assert got["stages"][len(STAGES.names()) :] == ["prune", "finetune", "cluster", "qat", "int8"]
-    assert got["evaluations"] == EVALUATIONS.names()
+    n = len(names["stages"])
+    assert got["stages"][:n] == names["stages"]
+    assert got["stages"][n:] == ["prune", "finetune", "cluster", "qat", "int8"]
+    assert got["evaluations"] == names["evaluations"]
 
 
 def test_run_experiments_alone(tmp_path, data_root):
@@ -244,3 +263,15 @@ def test_the_one_call_api_alone(tmp_path, data_root):
     assert got["metrics"]["params.nonzero"] < got["metrics"]["params.nonzero.before"]
     assert got["evaluated"]["acc.clean"] == got["metrics"]["acc.clean"]
     assert got["parity"] is True
+
+
+def test_python_dash_m_runs_the_cli():
+    """`python -m robustcompress` is the same CLI as the installed command (for torchrun and clusters)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "robustcompress", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Usage:" in out.stdout and "run" in out.stdout

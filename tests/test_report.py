@@ -550,3 +550,23 @@ def test_certified_plot_is_embedded_in_the_html_report(study, tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert "cert.smooth.s0.25.r0, cert.smooth.s0.25.r0.5: measured on 20 test images" in figure.group(2)
     assert len(PNG_DATA.findall(html)) == 4  # the three study plots and this one
+
+
+def test_summary_counts_models_at_or_better_than_their_own_baseline(tmp_path):
+    """Paper 000's headline: the share of compressed models whose mCE is at or below their baseline's."""
+    from robustcompress.report.html import against_baseline
+    from robustcompress.report.results import ModelRow, Results
+
+    rows = [
+        ModelRow("a", "baseline", "b1", {"mce": 100.0, "acc.clean": 0.9}),
+        ModelRow("a", "final", "f1", {"mce": 95.0, "acc.clean": 0.8}),
+        ModelRow("b", "baseline", "b1", {"mce": 100.0, "acc.clean": 0.9}),
+        ModelRow("b", "final", "f2", {"mce": 100.0, "acc.clean": 0.95}),
+        ModelRow("c", "baseline", "b2", {"mce": 100.0, "acc.clean": 0.7}),
+        ModelRow("c", "final", "f3", {"mce": 130.0, "acc.clean": 0.6}),
+        ModelRow("d", "baseline", "b2", {"mce": 100.0}),
+        ModelRow("d", "final", "b2", {"mce": 100.0}),  # no stages: the baseline itself, not counted
+    ]
+    objectives = [("mce", "min"), ("acc.clean", "max"), ("size.ratio", "max")]
+    got = against_baseline(Results(tmp_path, rows), objectives)
+    assert got == [("mce", 2, 3), ("acc.clean", 1, 3)]

@@ -300,30 +300,53 @@ Examples:
     help="Print every experiment's models and evaluations with their cache keys and what is already "
     "done; train and evaluate nothing.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where tasks run (overrides [execution] executor): local, one at a time in this process; ray, "
+    "on a Ray cluster ([execution] address) or a local Ray instance (docs/scaling.md).",
+)
+@click.option(
+    "--workers", type=int, default=None, help="Tasks at once with ray (overrides [execution] workers)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object of the metrics on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def run(config, out, overrides, dry_run, as_json, quiet):
+def run(config, out, overrides, dry_run, executor, workers, as_json, quiet):
     """Run the experiment(s) of a TOML config; finished work is cached and skipped on rerun."""
     from robustcompress.experiments.config import load_config
-    from robustcompress.experiments.runner import plan, require_study, run_experiments
+    from robustcompress.experiments.graph import build_graph
+    from robustcompress.experiments.runner import StudyFailed, plan, require_study, run_experiments
     from robustcompress.experiments.store import RESULTS_DB, format_table
     from robustcompress.report import write_report
 
     values = parse_params(overrides)
     if out:
         values["output"] = out
+    values.update(
+        {f"execution.{k}": v for k, v in [("executor", executor), ("workers", workers)] if v is not None}
+    )
     cfg = load_config(config, values)
     require_study(cfg, str(config))
     if dry_run:
-        planned = plan(cfg)
-        if as_json:
+        graph = build_graph(cfg)
+        planned = plan(cfg, graph)
+        if as_json:  # stdout is the plan alone; the graph's shape goes to stderr
             print_json({"experiments": [p.to_dict() for p in planned]})
+            log(format_shape(graph.shape()))
         else:
-            click.echo(format_plan(planned))
+            click.echo(format_plan(planned, graph.shape()))
         return
-    results = run_experiments(cfg, progress=not quiet)
-    log(f"report: {write_report(cfg.output, log=log)}")
+    failed = None
+    try:
+        results = run_experiments(cfg, progress=not quiet)
+    except StudyFailed as exc:
+        failed, results = exc, exc.results
+    if results:
+        log(f"report: {write_report(cfg.output, log=log)}")
+    if failed is not None:
+        raise failed
     if as_json:
         print_json({r.name: r.metrics for r in results})
     else:
@@ -332,8 +355,9 @@ def run(config, out, overrides, dry_run, as_json, quiet):
         log(f"results: {out_dir / RESULTS_DB}; per experiment: {out_dir}/<name>/metrics.json")
 
 
-def format_plan(planned) -> str:
-    """`run --dry-run`'s text: per experiment, each model's key and state, and its evaluations'."""
+def format_plan(planned, shape: dict[str, int] | None = None) -> str:
+    """`run --dry-run`'s text: per experiment, each model's key and state, and its evaluations';
+    then the task graph's size and parallel width."""
     lines = []
     for p in planned:
         lines.append(f"{p.name}  (output: {p.output})")
@@ -343,7 +367,18 @@ def format_plan(planned) -> str:
             lines.append(f"  {a.label:<16} {a.stage:<10} {a.key}  {state}")
             for e in a.evaluations:
                 lines.append(f"      {e.type:<14} {e.key}  {'stored' if e.stored else 'to run'}")
+    if shape:
+        lines.append(format_shape(shape))
     return "\n".join(lines)
+
+
+def format_shape(shape: dict[str, int]) -> str:
+    """The task graph in one line: its size, its longest chain and how many tasks can run at once."""
+    return (
+        f"graph: {shape['tasks']} tasks ({shape['artifacts']} artifacts, {shape['evaluations']} "
+        f"evaluation tasks), longest chain {shape['depth']}, parallel width {shape['width']} "
+        "(tasks that can run at once)"
+    )
 
 
 RESULTS_EXAMPLES = """

@@ -11,7 +11,7 @@ import importlib
 import itertools
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -91,6 +91,24 @@ class RecipeConfig(StrictConfig):
     stages: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class ExecutionConfig(StrictConfig):
+    """Where a study's tasks run; how results are computed never depends on it (no cache key holds it)."""
+
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: one task at a time in this process; ray: tasks on a Ray cluster"
+    )
+    address: str | None = Field(
+        None, description="a running Ray cluster (host:port, ray://host:port or auto); none: a local instance"
+    )
+    workers: int | None = Field(
+        None, ge=1, description="tasks at once (ray; default: as many as the cluster's CPUs allow)"
+    )
+    cpus: float = Field(1.0, gt=0, description="CPUs per task (ray); each task runs that many torch threads")
+    gpus: float = Field(0.0, ge=0, description="GPUs per task (ray)")
+    max_retries: int = Field(3, ge=0, description="reruns of a task whose worker died (ray)")
+    dashboard: bool = Field(False, description="start the Ray dashboard of a local instance (on 127.0.0.1)")
+
+
 class ExperimentConfig(StrictConfig):
     name: str = "experiment"
     seed: int = 0
@@ -104,6 +122,7 @@ class ExperimentConfig(StrictConfig):
     evaluations: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "clean"}])
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     recipes: list[RecipeConfig] = Field(default_factory=list)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     plugins: list[str] = Field(
         default_factory=list,
         description="modules imported before anything else is read: your own stages, evaluations, "

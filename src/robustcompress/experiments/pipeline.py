@@ -104,15 +104,17 @@ def apply_stages(
     *,
     cache: ArtifactCache | None = None,
     key: str | None = None,
+    first: int = 0,
 ) -> list[Step]:
     """Apply `stages` in order to a copy of `model`; returns one Step per stage (input untouched).
 
     With `cache` (and the input's artifact `key`), each stage's output is loaded if already made.
+    `first` numbers the stages from the index of the first one in its recipe (one stage at a time).
     """
     if cache is not None and key is None:
         raise ValueError("apply_stages with a cache needs the input model's artifact key")
     steps: list[Step] = []
-    for i, (stage_type, stage_cfg) in enumerate(stages):
+    for i, (stage_type, stage_cfg) in enumerate(stages, start=first):
         parent = model
 
         def make(stage_type=stage_type, stage_cfg=stage_cfg, parent=parent, i=i) -> nn.Module:

@@ -1,48 +1,37 @@
-"""Runs experiments: baseline -> stages -> evaluations, with every artifact cached by the hash of its spec.
+"""Runs a study: the task graph of its grid (graph.py) on an executor, the results store written here.
 
 A grid of recipes trains the shared baseline once; a rerun skips finished artifacts and stored
-evaluations; a killed run resumes (the baseline's training from its last epoch checkpoint).
-`plan(cfg)` computes the same keys without training or evaluating anything (`run --dry-run`).
+evaluations; a killed run resumes (the baseline's training from its last epoch checkpoint). The
+driver is the one writer of the results store, whichever executor runs the tasks. `plan(cfg)`
+computes the same keys without training or evaluating anything (`run --dry-run`).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from robustcompress.data import load_dataset
-from robustcompress.device import resolve_device
-from robustcompress.errors import ConfigError
-from robustcompress.evaluation.registry import EvalContext
-from robustcompress.experiments.config import ExperimentConfig, expand_grid
-from robustcompress.experiments.given import GivenModel, given_model, load_given
-from robustcompress.experiments.pipeline import (
-    ArtifactCache,
-    Step,
-    apply_stages,
-    digest,
-    evaluation_key,
-    run_evaluations,
-    stage_key,
-)
+from robustcompress.errors import ConfigError, RobustCompressError
+from robustcompress.experiments.config import ExperimentConfig
+from robustcompress.experiments.graph import EvalTask, StudyGraph, baseline_key, build_graph
+from robustcompress.experiments.pipeline import ArtifactCache, digest, evaluation_key
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
+from robustcompress.experiments.tasks import experiment_folder, stderr_log
 from robustcompress.fileio import atomic_write_json
-from robustcompress.models import ModelSpec
-from robustcompress.stages import StageContext
-from robustcompress.training.loop import fit, training_summary
 
-__all__ = ["ExperimentResult", "digest", "plan", "require_study", "run_experiment", "run_experiments"]
-
-
-def stderr_log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+__all__ = [
+    "ExperimentResult",
+    "StudyFailed",
+    "baseline_key",
+    "digest",
+    "experiment_folder",
+    "plan",
+    "require_study",
+    "run_experiment",
+    "run_experiments",
+]
 
 
 @dataclass
@@ -53,12 +42,31 @@ class ExperimentResult:
     folder: Path | None = None
 
 
+class StudyFailed(RobustCompressError):
+    """Some experiments failed with a user error; the others finished and are stored (`results`)."""
+
+    def __init__(self, message: str, results: list[ExperimentResult]):
+        super().__init__(message)
+        self.results = results
+
+
 def run_experiments(
-    cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = stderr_log
+    cfg: ExperimentConfig,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = stderr_log,
+    executor: Any = None,
 ) -> list[ExperimentResult]:
-    """Run every grid point of `cfg` into cfg.output; returns one result per point."""
-    store = ResultsStore(Path(cfg.output) / RESULTS_DB)
-    return [run_experiment(point, store=store, progress=progress, log=log) for point in expand_grid(cfg)]
+    """Run every grid point of `cfg` into cfg.output; returns one result per point.
+
+    `executor` (default: the one `[execution]` names) runs the tasks; a task failing with a user
+    error fails the experiments that need it, the others finish, then StudyFailed names them.
+    """
+    from robustcompress.experiments.executors import make_executor
+
+    study = Study(build_graph(cfg), ResultsStore(Path(cfg.output) / RESULTS_DB), cfg.output, log)
+    (executor or make_executor(cfg.execution, log)).run(study, progress=progress)
+    return study.finish()
 
 
 def run_experiment(
@@ -68,85 +76,139 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] = stderr_log,
 ) -> ExperimentResult:
-    """Train (or load) the baseline, apply the stages, evaluate; everything cached by its key."""
-    out = Path(cfg.output)
-    store = store or ResultsStore(out / RESULTS_DB)
-    store.add_experiment(cfg.name, cfg.model_dump())
-    device = resolve_device(cfg.device)
-    stages = cfg.validated_stages()
-    evaluations = cfg.validated_evaluations()
-    splits = _load_data(cfg)
-    spec = _model_spec(cfg, splits.info)
-    data_meta = _data_meta(cfg)
-    cache = ArtifactCache(out / "artifacts", {"data": data_meta}, log)
-    result = ExperimentResult(cfg.name, folder=out / experiment_folder(cfg.name))
-    exp_log = lambda m: log(f"[{cfg.name}] {m}")  # noqa: E731
+    """One experiment (no grid) in this process: baseline, stages, evaluations, all cached by key."""
+    from robustcompress.experiments.executors import LocalExecutor
 
-    given = given_model(cfg, splits.info)
-    key = baseline_key(cfg, spec, given)
-    training_dir = cache.path(f"{key}.training")
-
-    def train_baseline() -> nn.Module:
-        if given is not None:  # the user's model is the baseline: nothing is trained
-            exp_log(f"baseline: the {given.kind} {given.path}")
-            return load_given(given, cfg, splits.info)
-        model = spec.build(seed=cfg.seed)
-        exp_log(f"training {spec.name} on {cfg.data.dataset} ({len(splits.train)} images)")
-        res = fit(
-            model,
-            splits,
-            cfg.train,
-            device=device,
-            seed=cfg.seed,
-            progress=progress,
-            checkpoint_dir=training_dir,
-            resume=True,
-            meta={"data": data_meta},
-        )
-        model.rc_training = {**training_summary(res), "config": cfg.train.model_dump()}  # noqa: B010  picked up in the artifact's meta
-        return model
-
-    baseline = cache.get_or_make(key, train_baseline, "baseline")
-    shutil.rmtree(training_dir, ignore_errors=True)
-    ctx = StageContext(
-        data=splits,
-        device=device,
-        seed=cfg.seed,
-        train=cfg.train,
-        workdir=out,
-        parent=baseline,
-        log=exp_log,
-        progress=progress,
-    )
-    steps = [Step("baseline", baseline, key), *apply_stages(baseline, stages, ctx, cache=cache, key=key)]
-
-    baseline_metrics: dict[str, Any] | None = None
-    for step, label in _evaluated(cfg, steps):
-        ectx = EvalContext(
-            data=splits,
-            device=device,
-            seed=cfg.seed,
-            parent=baseline if label != "baseline" else None,
-            baseline_metrics=baseline_metrics,
-            workdir=result.folder,
-            log=exp_log,
-        )
-        record = store.record(cfg.name, label, step.key)
-        metrics = run_evaluations(step.model, evaluations, ectx, store=record, label=label)
-        result.metrics[label] = metrics
-        result.artifacts[label] = str(cache.path(step.key))
-        if label == "baseline":
-            baseline_metrics = metrics
-    _write_json(
-        result.folder / "metrics.json",
-        {
-            "experiment": cfg.name,
-            "config": cfg.model_dump(),
-            "models": result.metrics,
-            "artifacts": result.artifacts,
-        },
-    )
+    store = store or ResultsStore(Path(cfg.output) / RESULTS_DB)
+    study = Study(build_graph(cfg), store, cfg.output, log)
+    LocalExecutor(log).run(study, progress=progress)
+    [result] = study.finish()
     return result
+
+
+class Study:
+    """The driver's side of a run: what is left to do, the results store (its only writer) and each
+    experiment's result, written to <output>/<experiment>/metrics.json once all its models are evaluated."""
+
+    def __init__(
+        self, graph: StudyGraph, store: ResultsStore, output: str | Path, log: Callable[[str], None]
+    ):
+        self.graph = graph
+        self.store = store
+        self.out = Path(output)
+        self.log = log
+        self.metrics: dict[str, dict[str, Any]] = {}  # evaluation task id -> merged metrics
+        self.failed: dict[str, str] = {}  # task id -> why (its own error or a failed prerequisite)
+        self.errors: list[tuple[str, RobustCompressError]] = []  # (task id, error) of the tasks that raised
+        self.results: dict[str, ExperimentResult] = {}
+        for name in graph.experiments:
+            self.store.add_experiment(name, graph.experiments[name].model_dump())
+        cache = ArtifactCache(self.out / "artifacts", {})
+        self.todo = [t for t in graph.order if not self._done_already(t, cache)]
+
+    def _done_already(self, task_id: str, cache: ArtifactCache) -> bool:
+        """A complete artifact, or an evaluation task whose every evaluation is stored (its rows are
+        written for every experiment that asks, as a rerun always did)."""
+        task = self.graph.task(task_id)
+        if not isinstance(task, EvalTask):
+            return cache.has(task.key)
+        stored = self.stored(task)
+        if len(stored) < len(task.evaluation_keys):
+            return False
+        self.finish_evaluation(task, stored)
+        return True
+
+    def stored(self, task: EvalTask) -> dict[str, dict[str, Any]]:
+        """The stored metrics of the task's evaluations, by evaluation key (missing ones left out)."""
+        found = {k: self.store.get(task.artifact, k) for k in task.evaluation_keys}
+        return {k: m for k, m in found.items() if m is not None}
+
+    def record(self, task: EvalTask) -> Rows:
+        return Rows(self.store, task)
+
+    def baseline_metrics(self, task: EvalTask) -> dict[str, Any] | None:
+        return self.metrics[task.needs_baseline] if task.needs_baseline else None
+
+    def config(self, task_id: str) -> ExperimentConfig:
+        return self.graph.experiments[self.graph.task(task_id).experiment]
+
+    def blocked(self, task_id: str) -> bool:
+        """Whether a prerequisite failed; then this task fails too, without running."""
+        failed = [d for d in self.graph.task(task_id).deps if d in self.failed]
+        if failed:
+            self.failed[task_id] = self.failed[failed[0]]
+        return bool(failed)
+
+    def fail(self, task_id: str, error: RobustCompressError) -> None:
+        names = ", ".join(self.graph.experiments_of(task_id))
+        self.log(f"failed: {names}: {error}")
+        self.failed[task_id] = str(error)
+        self.errors.append((task_id, error))
+
+    def finish_evaluation(
+        self, task: EvalTask, per_key: dict[str, dict[str, Any]], rows: Rows | None = None
+    ) -> None:
+        """Store what a worker computed under every row (what `rows` has not yet), keep the merged metrics."""
+        rows = rows or self.record(task)
+        merged: dict[str, Any] = {}
+        for k in task.evaluation_keys:
+            if k not in rows.known:
+                rows.put(k, per_key[k])
+            merged.update(per_key[k])
+        self.metrics[task.id] = merged
+        for name in {e for e, _ in task.rows}:
+            self._maybe_write(name)
+
+    def _maybe_write(self, name: str) -> None:
+        models = self.graph.evaluated(name)
+        if name in self.results or any(m.evaluation not in self.metrics for m in models):
+            return
+        result = ExperimentResult(name, folder=self.out / experiment_folder(name))
+        for m in models:
+            result.metrics[m.label] = self.metrics[m.evaluation]
+            result.artifacts[m.label] = str(self.out / "artifacts" / m.key)
+        atomic_write_json(
+            result.folder / "metrics.json",
+            {
+                "experiment": name,
+                "config": self.graph.experiments[name].model_dump(),
+                "models": result.metrics,
+                "artifacts": result.artifacts,
+            },
+            default=str,
+        )
+        self.results[name] = result
+
+    def finish(self) -> list[ExperimentResult]:
+        """Every experiment's result in grid order; StudyFailed when a task failed."""
+        done = [self.results[n] for n in self.graph.experiments if n in self.results]
+        if not self.errors:
+            return done
+        lines = [
+            f"experiment {', '.join(self.graph.experiments_of(t))} failed: {error}"
+            for t, error in self.errors
+        ]
+        finished = ", ".join(r.name for r in done) or "none"
+        lines.append(f"finished and stored: {finished}; fix the error and rerun (finished work is reused)")
+        raise StudyFailed("\n".join(lines), done)
+
+
+class Rows:
+    """The MetricsRecord of an evaluation task: looks up by artifact and writes every metric at once
+    under each (experiment, label) that asked, so a killed run keeps each finished evaluation."""
+
+    def __init__(self, store: ResultsStore, task: EvalTask):
+        self.store = store
+        self.task = task
+        self.known: dict[str, dict[str, Any]] = {}  # evaluation key -> metrics, as written
+
+    def get(self, evaluation: str) -> dict[str, Any] | None:
+        return self.store.get(self.task.artifact, evaluation)
+
+    def put(self, evaluation: str, metrics: dict[str, Any]) -> None:
+        for experiment, label in self.task.rows:
+            self.store.record(experiment, label, self.task.artifact).put(evaluation, metrics)
+        self.known[evaluation] = metrics
 
 
 def require_study(cfg: ExperimentConfig, source: str = "the config") -> None:
@@ -163,28 +225,6 @@ def require_study(cfg: ExperimentConfig, source: str = "the config") -> None:
             "[[evaluations]] and [[recipes]]); start from a copy of the demo config, "
             "robustcompress/configs/demo.toml"
         )
-
-
-def baseline_key(cfg: ExperimentConfig, spec: ModelSpec, given: GivenModel | None = None) -> str:
-    """The artifact key of an experiment's baseline: data, model, training and seed; for a model the
-    config gives, data and the given file's content hash (with the seed when a new head is drawn)."""
-    if given is not None:
-        seed = {"seed": cfg.seed} if cfg.model.replace_head else {}
-        return digest({"data": _data_meta(cfg), **given.key_dict(), **seed})
-    return digest(
-        {"data": _data_meta(cfg), "model": spec.to_dict(), "train": cfg.train.key_dict(), "seed": cfg.seed}
-    )
-
-
-def _evaluated(cfg: ExperimentConfig, steps: list[Step]) -> list[tuple[Step, str]]:
-    """The models an experiment evaluates, with their store labels: the baseline and the last
-    model ("final"), or every model with `evaluate_stages`."""
-    chosen = steps if cfg.evaluate_stages else [steps[0]] + ([steps[-1]] if len(steps) > 1 else [])
-    return [(s, _label(s, steps)) for s in chosen]
-
-
-def _label(step: Step, steps: list[Step]) -> str:
-    return "final" if step.label != "baseline" and step.key == steps[-1].key else step.label
 
 
 @dataclass
@@ -215,72 +255,30 @@ class PlannedExperiment:
         return asdict(self)
 
 
-def plan(cfg: ExperimentConfig) -> list[PlannedExperiment]:
+def plan(cfg: ExperimentConfig, graph: StudyGraph | None = None) -> list[PlannedExperiment]:
     """Every grid point of `cfg` with the keys of its models and evaluations and what is already done.
 
     Trains and evaluates nothing: it reads the dataset's description (the model spec in the
     baseline's key holds its classes and normalisation), the artifact folder and the results store.
     """
-    infos: dict[str, Any] = {}
-    planned = []
-    for point in expand_grid(cfg):
-        data_id = json.dumps([point.data.dataset, point.data.root, point.data.download])
-        if data_id not in infos:
-            infos[data_id] = _load_data(point, info_only=True).info
-        info = infos[data_id]
-        planned.append(_plan_one(point, _model_spec(point, info), given_model(point, info)))
-    return planned
-
-
-def _plan_one(cfg: ExperimentConfig, spec: ModelSpec, given: GivenModel | None) -> PlannedExperiment:
+    graph = graph or build_graph(cfg)
     out = Path(cfg.output)
     cache = ArtifactCache(out / "artifacts", {})
     db = out / RESULTS_DB
     store = ResultsStore(db, readonly=True) if db.is_file() else None
-    evaluations = [(t, evaluation_key(t, c)) for t, c in cfg.validated_evaluations()]
-    key = baseline_key(cfg, spec, given)
-    steps = [Step("baseline", nn.Identity(), key)]  # keys only: no model is built
-    for i, (stage_type, stage_cfg) in enumerate(cfg.validated_stages()):
-        key = stage_key(key, stage_type, stage_cfg, cfg.seed)
-        steps.append(Step(f"stage{i}:{stage_type}", nn.Identity(), key))
-    evaluated = {s.key for s, _ in _evaluated(cfg, steps)}
-    artifacts = []
-    for s in steps:
-        evals = [
-            PlannedEvaluation(t, k, store is not None and store.get(s.key, k) is not None)
-            for t, k in (evaluations if s.key in evaluated else [])
-        ]
-        stage = s.label.split(":", 1)[-1]
-        source = str(given.path) if given is not None and s is steps[0] else None
-        artifacts.append(PlannedArtifact(_label(s, steps), stage, s.key, cache.has(s.key), evals, source))
-    return PlannedExperiment(cfg.name, cfg.output, artifacts, [{"type": t, "key": k} for t, k in evaluations])
-
-
-def _load_data(cfg: ExperimentConfig, info_only: bool = False):
-    """The experiment's splits; with `info_only`, one image each (the dataset's description is the same)."""
-    d = cfg.data
-    limits = (
-        {"limit_train": 1, "limit_test": 1, "val_fraction": 0.0}
-        if info_only
-        else {"limit_train": d.limit_train, "limit_test": d.limit_test, "val_fraction": d.val_fraction}
-    )
-    return load_dataset(d.dataset, root=d.root, seed=cfg.seed, download=d.download, **limits)
-
-
-def _model_spec(cfg: ExperimentConfig, info: Any) -> ModelSpec:
-    m = cfg.model
-    return ModelSpec.for_data(m.name, info, width=m.width, stem=m.stem, options=m.options)
-
-
-def _data_meta(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The data part of the baseline's key and of every artifact's metadata (not the root: it moves)."""
-    return {"dataset": cfg.data.dataset, **cfg.data.model_dump(exclude={"dataset", "root", "download"})}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj, default=str)
-
-
-def experiment_folder(name: str) -> str:
-    """The folder name of an experiment's outputs under the run's output folder."""
-    return "".join(c if c.isalnum() or c in "-_.=,[]" else "_" for c in name)
+    planned = []
+    for name, point in graph.experiments.items():
+        evaluations = [(t, evaluation_key(t, c)) for t, c in point.validated_evaluations()]
+        given = graph.given[name]
+        artifacts = []
+        for i, m in enumerate(graph.models[name]):
+            evals = [
+                PlannedEvaluation(t, k, store is not None and store.get(m.key, k) is not None)
+                for t, k in (evaluations if m.evaluation is not None else [])
+            ]
+            source = str(given.path) if given is not None and i == 0 else None
+            artifacts.append(PlannedArtifact(m.label, m.stage, m.key, cache.has(m.key), evals, source))
+        planned.append(
+            PlannedExperiment(name, point.output, artifacts, [{"type": t, "key": k} for t, k in evaluations])
+        )
+    return planned
