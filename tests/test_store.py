@@ -95,6 +95,9 @@ def test_a_rerun_with_the_same_config_continues_its_run(tmp_path):
     other = store.add_experiment("e", {"name": "e", "seed": 1})
     assert other != first
     assert store.add_experiment("e", config) not in (first, other)  # back to the first config: a new run
+    latest = store.add_experiment("e", config)
+    # another executor computes the same: the same run
+    assert store.add_experiment("e", {**config, "execution": {"executor": "ray", "workers": 2}}) == latest
 
 
 def test_an_evaluation_is_stored_once_per_artifact_and_shown_by_every_run_that_used_it(tmp_path):
@@ -124,8 +127,8 @@ CREATE TABLE metrics (
 
 def _schema1_store(path):
     """A store as the first schema left it after the user's story: demo/adv's final model measured on
-    artifact A, then the corruption evaluation measured again on B (another config) replaced A's
-    mCE and ce.fog and left A's err.fog.1 behind; demo/plain measured once."""
+    artifact A, then measured again on B (another config): B's rows replaced A's acc.clean, mCE and
+    ce.fog (same key) and left A's err.fog.1 behind; demo/plain measured once."""
     db = sqlite3.connect(path)
     db.executescript(SCHEMA1)
     db.executemany(
@@ -135,7 +138,6 @@ def _schema1_store(path):
     rows = [
         ("demo/plain", "baseline", "base", "clean", "acc.clean", 0.8, None, 1.0),
         ("demo/adv", "baseline", "base", "clean", "acc.clean", 0.8, None, 2.0),
-        ("demo/adv", "final", "A", "clean", "acc.clean", 0.7, None, 2.0),
         ("demo/adv", "final", "A", "corr", "err.fog.1", 0.3, None, 2.0),
         ("demo/adv", "final", "B", "clean", "acc.clean", 0.77, None, 6.0),
         ("demo/adv", "final", "B", "corr", "mce", 59.8, None, 6.0),
@@ -171,15 +173,15 @@ def test_a_schema1_store_is_read_as_it_is_and_upgraded_when_opened_for_writing(t
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert (
-        db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 8
+        db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 7
     )  # schema 1's rows stay for old readers
     db.close()
     assert store.metrics() == EXPECTED
     assert store.get("B", "corr") == {"mce": 59.8, "ce.fog": 59.8}
-    assert store.get("A", "clean") == {
-        "acc.clean": 0.7
-    }  # complete: B's clean rows replaced none of A's names
-    assert store.get("A", "corr") is None  # lost its mCE to B: measured again when a run needs it
+    # A's rows that B replaced are gone, so A's leftovers are incomplete: dropped, measured again
+    # when a run needs them
+    assert store.get("A", "clean") is None
+    assert store.get("A", "corr") is None
     # a run of the old config is a new run and shows A's metrics unmixed
     store.add_experiment("demo/adv", {"name": "demo/adv", "v": 1})
     store.record("demo/adv", "baseline", "base").put("clean", {"acc.clean": 0.8})
@@ -201,3 +203,30 @@ def test_a_store_of_a_newer_schema_is_refused_clearly(tmp_path):
     db.close()
     out = CliRunner().invoke(main, ["results", str(tmp_path)])
     assert out.exit_code == 2 and "newer robustcompress" in out.output
+
+
+def test_a_real_schema1_store_reads_the_same_before_and_after_its_upgrade(tmp_path):
+    """tests/data/schema1_p002_cpu.sqlite: the store of a paper-002 CPU study written by schema 1."""
+    from pathlib import Path
+
+    path = tmp_path / "results.sqlite"
+    path.write_bytes((Path(__file__).parent / "data" / "schema1_p002_cpu.sqlite").read_bytes())
+    db = sqlite3.connect(path)
+    old = {}
+    for exp, model, name, value, text in db.execute("SELECT experiment, model, name, value, text FROM metrics"):
+        old.setdefault((exp, model), {})[name] = value if value is not None else text
+    old_configs = {n: json.loads(c) for n, c in db.execute("SELECT name, config FROM experiments")}
+    db.close()
+    before = path.read_bytes()
+
+    readonly = ResultsStore.open(tmp_path)
+    assert readonly.metrics() == old
+    assert readonly.configs() == old_configs
+    assert len(old) > 12 and path.read_bytes() == before
+    table = _cli("results", tmp_path, "--metrics", "acc.clean").stdout
+    assert len(table.splitlines()) == 2 + len(old)
+
+    store = ResultsStore(path)  # the runner's open upgrades it in place
+    assert store.metrics() == old and store.configs() == old_configs
+    assert ResultsStore.open(tmp_path).metrics() == old
+    assert [r.experiment for r in store.runs()] == list(old_configs)  # one run per experiment

@@ -134,7 +134,7 @@ class ResultsStore:
             latest = db.execute(
                 "SELECT id, config FROM runs WHERE experiment=? ORDER BY id DESC LIMIT 1", (name,)
             ).fetchone()
-            if latest is not None and latest[1] == text:
+            if latest is not None and _same_run(json.loads(latest[1]), json.loads(text)):
                 return latest[0]
             return db.execute(
                 "INSERT INTO runs (experiment, config, created) VALUES (?, ?, ?)", (name, text, time.time())
@@ -255,6 +255,16 @@ class ModelRecord:
 
     def put(self, evaluation: str, metrics: dict[str, Any]) -> None:
         self.store.add_metrics(self.experiment, self.model, self.artifact, evaluation, metrics)
+
+
+NOT_A_NEW_RUN = ("execution",)  # config sections that change how a run is executed, not what it computes
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configs of one experiment name are one run: equal but for `NOT_A_NEW_RUN`
+    (rerunning on Ray what the local executor started continues its run)."""
+    drop = lambda c: {k: v for k, v in c.items() if k not in NOT_A_NEW_RUN}  # noqa: E731
+    return drop(a) == drop(b)
 
 
 def _stored(value: float | None, text: str | None) -> Any:
