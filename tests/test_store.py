@@ -213,7 +213,8 @@ def test_a_real_schema1_store_reads_the_same_before_and_after_its_upgrade(tmp_pa
     path.write_bytes((Path(__file__).parent / "data" / "schema1_p002_cpu.sqlite").read_bytes())
     db = sqlite3.connect(path)
     old = {}
-    for exp, model, name, value, text in db.execute("SELECT experiment, model, name, value, text FROM metrics"):
+    rows = db.execute("SELECT experiment, model, name, value, text FROM metrics")
+    for exp, model, name, value, text in rows:
         old.setdefault((exp, model), {})[name] = value if value is not None else text
     old_configs = {n: json.loads(c) for n, c in db.execute("SELECT name, config FROM experiments")}
     db.close()
