@@ -182,3 +182,21 @@ def test_masked_weights_are_stored_sparse(trained_cnn8, tmp_path):
                 m, "weight", _Mask((m.weight.detach().abs() > threshold).float())
             )
     assert save_compressed(model, tmp_path / "masked.rcz") < 0.35 * dense
+
+
+def test_rcz_bytes_are_the_same_in_memory_and_after_a_checkpoint_round_trip(trained_cnn8, data, tmp_path):
+    """A rerun after a kill loads its models from disk: their size must not change (it did, by a few
+    bytes, when the header's structure records kept their in-memory key order)."""
+    pruned = run_stage(copy.deepcopy(trained_cnn8[0]), data, "prune", method="global", amount=0.5, epochs=0)
+    clustered = run_stage(pruned, data, "cluster", clusters=8, preserve_sparsity=True, finetune_epochs=0)
+    quantized = run_stage(clustered, data, "qat", bits=8, epochs=0)
+    real = run_stage(copy.deepcopy(quantized), data, "int8", calibration_images=64)
+    for name, model in {"pruned": pruned, "clustered": clustered, "qat": quantized, "int8": real}.items():
+        save_compressed(model, tmp_path / f"{name}.rcz")
+        save_checkpoint(tmp_path / name, model)
+        save_compressed(load_checkpoint(tmp_path / name)[0], tmp_path / f"{name}-loaded.rcz")
+        in_memory, loaded = (
+            (tmp_path / f"{name}.rcz").read_bytes(),
+            (tmp_path / f"{name}-loaded.rcz").read_bytes(),
+        )
+        assert in_memory == loaded, name

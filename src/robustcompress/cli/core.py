@@ -387,6 +387,7 @@ Examples:
   robustcompress results runs/demo
   robustcompress results runs/demo --metrics acc.clean,mce,size.ratio
   robustcompress results runs/demo --experiment demo/pcqat-int8 --json
+  robustcompress results runs/demo --all-runs
 """
 
 
@@ -399,18 +400,36 @@ Examples:
     default=None,
     help="Comma-separated metric names or patterns to show, e.g. acc.clean,mce or 'acc.*'.",
 )
+@click.option(
+    "--all-runs",
+    is_flag=True,
+    help="Every run of each experiment (a rerun with another config is a new run), not only the latest.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def results(folder, experiment, columns, as_json):
-    """Show the results store of an output folder as a table (or JSON)."""
+def results(folder, experiment, columns, all_runs, as_json):
+    """Show the results store of an output folder as a table (or JSON): each experiment's latest run."""
     from robustcompress.experiments.store import ResultsStore, format_table, select_metrics
 
-    rows = ResultsStore.open(folder).metrics(experiment)
+    models = ResultsStore.open(folder).models(experiment, all_runs=all_runs)
+    if all_runs:  # rows and JSON names say which run
+        keys = ("experiment", "run", "model")
+        rows = {(m.run.experiment, m.run.label, m.model): m.metrics for m in models}
+        names = [f"{m.run.experiment}|{m.model}|run{m.run.id}" for m in models]
+    else:
+        keys = ("experiment", "model")
+        rows = {(m.run.experiment, m.model): m.metrics for m in models}
+        names = [f"{m.run.experiment}|{m.model}" for m in models]
     chosen = select_metrics(rows, split_list(columns)) if columns else None
     if as_json:
-        print_json({f"{e}|{m}": {k: v[k] for k in chosen or v if k in v} for (e, m), v in rows.items()})
+        print_json(
+            {
+                n: {c: m.metrics[c] for c in chosen or m.metrics if c in m.metrics}
+                for n, m in zip(names, models)
+            }
+        )
     else:
-        click.echo(format_table(rows, chosen))
+        click.echo(format_table(rows, chosen, keys))
 
 
 DEMO_EXAMPLES = """

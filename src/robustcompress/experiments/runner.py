@@ -16,6 +16,7 @@ from typing import Any
 from robustcompress.errors import ConfigError, RobustCompressError
 from robustcompress.experiments.config import ExperimentConfig
 from robustcompress.experiments.graph import EvalTask, StudyGraph, baseline_key, build_graph
+from robustcompress.experiments.lock import output_lock
 from robustcompress.experiments.pipeline import ArtifactCache, digest, evaluation_key
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
 from robustcompress.experiments.tasks import experiment_folder, stderr_log
@@ -64,9 +65,10 @@ def run_experiments(
     """
     from robustcompress.experiments.executors import make_executor
 
-    study = Study(build_graph(cfg), ResultsStore(Path(cfg.output) / RESULTS_DB), cfg.output, log)
-    (executor or make_executor(cfg.execution, log)).run(study, progress=progress)
-    return study.finish()
+    with output_lock(cfg.output):  # one run per output folder (a second one: FolderInUse, exit 2)
+        study = Study(build_graph(cfg), ResultsStore(Path(cfg.output) / RESULTS_DB), cfg.output, log)
+        (executor or make_executor(cfg.execution, log)).run(study, progress=progress)
+        return study.finish()
 
 
 def run_experiment(
@@ -79,10 +81,11 @@ def run_experiment(
     """One experiment (no grid) in this process: baseline, stages, evaluations, all cached by key."""
     from robustcompress.experiments.executors import LocalExecutor
 
-    store = store or ResultsStore(Path(cfg.output) / RESULTS_DB)
-    study = Study(build_graph(cfg), store, cfg.output, log)
-    LocalExecutor(log).run(study, progress=progress)
-    [result] = study.finish()
+    with output_lock(cfg.output):
+        store = store or ResultsStore(Path(cfg.output) / RESULTS_DB)
+        study = Study(build_graph(cfg), store, cfg.output, log)
+        LocalExecutor(log).run(study, progress=progress)
+        [result] = study.finish()
     return result
 
 
@@ -111,10 +114,14 @@ class Study:
         written for every experiment that asks, as a rerun always did)."""
         task = self.graph.task(task_id)
         if not isinstance(task, EvalTask):
-            return cache.has(task.key)
+            if cache.has(task.key):
+                self.log(f"[{task.experiment}] cached: {task.key} ({task.stage})")
+                return True
+            return False
         stored = self.stored(task)
         if len(stored) < len(task.evaluation_keys):
             return False
+        self.log(f"[{task.experiment}] stored: the evaluations of {task.label} ({task.artifact})")
         self.finish_evaluation(task, stored)
         return True
 

@@ -63,22 +63,14 @@ class Results:
 
 
 def load_results(folder: str | Path) -> Results:
-    """Every model's latest metrics and every experiment's config, read-only."""
+    """Each experiment's latest run: its config and every model's metrics, read-only."""
     store = ResultsStore.open(folder)
-    configs, records = store.configs(), store.records()
+    models = store.models()
+    configs = {m.run.experiment: m.run.config for m in models}
     for config in configs.values():  # their evaluations declare what their metrics mean
         import_plugins(config.get("plugins", []))
-
-    # (experiment, model) -> the artifact evaluated last and its metrics (an older artifact of the
-    # same name, from before a config change, is superseded).
-    latest: dict[tuple[str, str], str] = {}
-    metrics: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for exp, model, artifact, name, value in records:
-        latest[(exp, model)] = artifact
-        metrics.setdefault((exp, model, artifact), {})[name] = value
-    rank = {name: i for i, name in enumerate(configs)}
-    keys = sorted(latest, key=lambda k: (rank.get(k[0], len(rank)), _model_rank(k[1])))
-    rows = [ModelRow(e, m, latest[(e, m)], metrics[(e, m, latest[(e, m)])]) for e, m in keys]
+    models.sort(key=lambda m: (m.run.id, _model_rank(m.model)))
+    rows = [ModelRow(m.run.experiment, m.model, m.artifact, m.metrics) for m in models]
     results = Results(Path(folder), rows, configs)
     _set_labels(results)
     return results

@@ -106,7 +106,10 @@ def save_compressed(model: nn.Module, path: str | Path, extra: dict | None = Non
         "tensors": entries,
         "extra": extra or {},
     }
-    head = zstandard.ZstdCompressor(level=19).compress(json.dumps(header, separators=(",", ":")).encode())
+    # sorted keys: a model loaded from a checkpoint has its structure records in the file's (sorted)
+    # order, one kept in memory in insertion order; the same model must give the same bytes
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True)
+    head = zstandard.ZstdCompressor(level=19).compress(text.encode())
     with atomic_write(path, "wb") as f:
         f.write(MAGIC + len(head).to_bytes(4, "little") + head)
         for p in payloads:
