@@ -16,6 +16,7 @@ from typing import Any
 from robustcompress.errors import ConfigError, RobustCompressError
 from robustcompress.experiments.config import ExperimentConfig
 from robustcompress.experiments.graph import EvalTask, StudyGraph, baseline_key, build_graph
+from robustcompress.experiments.latency_phase import run_latency_phase
 from robustcompress.experiments.pipeline import ArtifactCache, digest, evaluation_key
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
 from robustcompress.experiments.tasks import experiment_folder, stderr_log
@@ -66,6 +67,7 @@ def run_experiments(
 
     study = Study(build_graph(cfg), ResultsStore(Path(cfg.output) / RESULTS_DB), cfg.output, log)
     (executor or make_executor(cfg.execution, log)).run(study, progress=progress)
+    run_latency_phase(cfg, study.store, log, graph=study.graph, results=study.results.values())
     return study.finish()
 
 
@@ -82,6 +84,7 @@ def run_experiment(
     store = store or ResultsStore(Path(cfg.output) / RESULTS_DB)
     study = Study(build_graph(cfg), store, cfg.output, log)
     LocalExecutor(log).run(study, progress=progress)
+    run_latency_phase(cfg, store, log, graph=study.graph, results=study.results.values())
     [result] = study.finish()
     return result
 
