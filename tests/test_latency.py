@@ -135,4 +135,3 @@ def test_the_study_times_every_evaluated_model_in_its_own_phase_once(tmp_path, d
     [again] = run_experiments(cfg, progress=False, log=lines.append)
     assert not any("latency: timing" in line for line in lines)  # stored: nothing is timed again
     assert again.metrics["final"]["latency.cpu_ms.b1"] == final["latency.cpu_ms.b1"]
-

@@ -61,6 +61,7 @@ __all__ = [  # the counts live in robustcompress.measure; importable from here a
     "sparsity_table",
 ]
 
+
 def measure_latency(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -198,13 +199,19 @@ EFFICIENCY_METRICS = [
     MetricSpec("*.reduction", "ratio", "higher", "x", "the parent's count over this model's"),
     MetricSpec("latency.cpu_threads", "count", "none", "", "torch intra-op threads while timing"),
     MetricSpec(
-        "latency.*cpu_ms.b*.ratio", "ratio", "lower", "x",
+        "latency.*cpu_ms.b*.ratio",
+        "ratio",
+        "lower",
+        "x",
         "median per-round ratio of this model's forward time to its baseline's, timed interleaved",
     ),
     MetricSpec("latency.*cpu_ms.b*.iqr", "latency", "none", "ms", "interquartile range of the timed rounds"),
     MetricSpec("latency.rounds", "count", "none", "", "timed rounds per model"),
     MetricSpec(
-        "flag.latency.*", "flag", "none", "",
+        "flag.latency.*",
+        "flag",
+        "none",
+        "",
         "the latency cannot be ranked against the baseline's: their per-round times overlap",
     ),
     MetricSpec("latency.*cpu_ms.b*", "latency", "lower", "ms", "median CPU forward time of a batch"),

@@ -122,7 +122,7 @@ def _measure(group: Group, out: Path, log: Callable[[str], None]) -> dict[str, d
     for a in others:
         flags = [n for n, v in metrics[a].items() if n.startswith("flag.") and v]
         rows = ", ".join(f"{e}/{label}" for e, label in group.rows[a])
-        ratios = [f"{n.removesuffix('.ratio')} x{v:.2f}" for n, v in metrics[a].items() if n.endswith(".ratio")]
+        ratios = [f"{n[:-6]} x{v:.2f}" for n, v in metrics[a].items() if n.endswith(".ratio")]
         unsure = f" ({len(flags)} not rankable)" if flags else ""
         log(f"latency: {rows}: {', '.join(ratios)} of the baseline{unsure}")
     return metrics
