@@ -93,7 +93,8 @@ def measure_interleaved(
         raise ValueError(f"reference {reference!r} is not among the models {labels}")
     sync = torch.cuda.synchronize if example.is_cuda else (lambda *a: None)
     times: dict[str, list[float]] = {label: [] for label in labels}
-    modules = [m for m in models.values() if isinstance(m, nn.Module)]
+    scripted = torch.jit.ScriptModule  # frozen for inference already: no train flag to set
+    modules = [m for m in models.values() if isinstance(m, nn.Module) and not isinstance(m, scripted)]
     with _all_eval(modules), torch.inference_mode():
         for _ in range(warmup):
             for label in labels:
