@@ -3,8 +3,8 @@ models timed interleaved round by round (evaluation/latency.py, the study's late
 
     PYTHONPATH=src python benchmarks/bench_latency.py [--trials 6] [--competitors 2]
 
-Two models of known relative cost: cnn8 at width 1 and at width 0.5 (a 50% channel pruning; about
-3.5x fewer MACs), batch 64, one torch thread. Each trial times them both ways while a CPU-bound
+Two models of known relative cost: cnn8 at width 1 and at width 0.7 (a 30% channel pruning; about
+2x fewer MACs), CIFAR-10 inputs at batch 32, one torch thread. Each trial times them both ways while a CPU-bound
 neighbour (`--competitors` busy-loop processes) starts halfway:
 - one after another: the first model's median over `--rounds` passes, then the neighbour starts,
   then the second model's; the order alternates between trials, so the neighbour falls once on
@@ -81,15 +81,15 @@ def interleaved(models: dict, x: torch.Tensor, neighbour: Neighbour | None, args
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--competitors", type=int, default=2, help="busy-loop processes of the neighbour")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--competitors", type=int, default=3, help="busy-loop processes of the neighbour")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    models = {"wide": build_model("cnn8", width=1.0).eval(), "slim": build_model("cnn8", width=0.5).eval()}
+    models = {"wide": build_model("cnn8", width=1.0).eval(), "slim": build_model("cnn8", width=0.7).eval()}
     x = torch.rand(args.batch, *SHAPE, generator=torch.Generator().manual_seed(0))
     macs = {k: count_macs(m, x[:1])[0] for k, m in models.items()}
     quiet = interleaved(models, x, None, args)
