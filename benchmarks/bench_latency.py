@@ -4,8 +4,8 @@ models timed interleaved round by round (evaluation/latency.py, the study's late
     PYTHONPATH=src python benchmarks/bench_latency.py [--trials 6] [--competitors 2]
 
 Two models of known relative cost: cnn8 at width 1 and at width 0.7 (a 30% channel pruning; about
-2x fewer MACs), CIFAR-10 inputs at batch 32, one torch thread. Each trial times them both ways while a CPU-bound
-neighbour (`--competitors` busy-loop processes) starts halfway:
+2x fewer MACs), CIFAR-10 inputs at batch 32, one torch thread. Each trial times them both ways while
+a CPU-bound neighbour (`--competitors` busy-loop processes) starts halfway:
 - one after another: the first model's median over `--rounds` passes, then the neighbour starts,
   then the second model's; the order alternates between trials, so the neighbour falls once on
   each model, as it does on whichever experiment happens to run beside it;
@@ -55,7 +55,9 @@ def one_after_another(models: dict, first: str, second: str, neighbour: Neighbou
     times = {first: measure_latency(models[first], SHAPE, args.batch, args.rounds, args.warmup, threads=1)}
     neighbour.start()
     try:
-        times[second] = measure_latency(models[second], SHAPE, args.batch, args.rounds, args.warmup, threads=1)
+        times[second] = measure_latency(
+            models[second], SHAPE, args.batch, args.rounds, args.warmup, threads=1
+        )
     finally:
         neighbour.stop()
     return times["wide"] / times["slim"]
@@ -79,7 +81,9 @@ def interleaved(models: dict, x: torch.Tensor, neighbour: Neighbour | None, args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
@@ -114,8 +118,8 @@ def main() -> None:
     def summary(name: str, ratios: list[float]) -> None:
         wrong = sum(r <= 1 for r in ratios)
         print(
-            f"{name}: ratio median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}, "
-            f"wrong ranking in {wrong}/{len(ratios)} trials"
+            f"{name}: ratio median {statistics.median(ratios):.2f}, "
+            f"range {min(ratios):.2f}-{max(ratios):.2f}, wrong ranking in {wrong}/{len(ratios)} trials"
         )
 
     print()
