@@ -175,6 +175,8 @@ def test_compress_cli_prunes_channels(small_cnn8, data_root, tmp_path):
     assert metrics["params"] == count_params(loaded)[0] and 3.5 < metrics["macs.reduction"] < 4.1
     assert metrics["latency.cpu_ms.b64"] > metrics["latency.cpu_ms.b1"] > 0
     assert metrics["latency.torchscript.cpu_ms.b64"] > metrics["latency.torchscript.cpu_ms.b1"] > 0
+    # timed interleaved with the parent: a quarter of its MACs runs faster than it, round by round
+    assert metrics["latency.cpu_ms.b64.ratio"] < 1 and metrics["latency.rounds"] == 20
 
 
 def test_channel_stage_options(fmnist):

@@ -7,8 +7,13 @@ Metrics (evaluation `efficiency`):
 - `macs`: multiply-accumulates of one image through conv and linear layers (forward hooks);
 - `macs.nonzero`: the same counting only non-zero weights (what sparse kernels could reach);
 - `latency.cpu_ms.b1`, `latency.cpu_ms.b64`: median wall time of a forward pass on the CPU under
-  torch.inference_mode, after warm-up, in milliseconds; `latency.cpu_threads`: torch's intra-op
-  thread count during the measurement (set it with `threads`, default: torch's current setting);
+  torch.inference_mode, after warm-up, in milliseconds, and `<name>.iqr` its interquartile range;
+  `latency.cpu_threads`: torch's intra-op thread count during the measurement (set it with
+  `threads`, default: torch's current setting); `latency.rounds`: timed passes per model;
+- with a parent, both are timed interleaved (evaluation/latency.py): `<name>.ratio` is the median
+  per-round ratio of this model's time to the parent's and `flag.<name>` says when the two cannot be
+  ranked. In a study (`run`) latency is not timed here but in a phase of its own once every
+  experiment is done, each baseline with its compressed models (experiments/latency_phase.py);
 - `latency.<runtime>.cpu_ms.b<N>`: the same in a deployment runtime listed in `runtimes`:
   `torchscript` (traced, frozen and `optimize_for_inference`: batch norm folded, conv + ReLU fused)
   or `onnxruntime` (fp32 ONNX Runtime, whose graph optimisations fuse the same). Eager PyTorch runs
@@ -20,13 +25,10 @@ With a parent (the uncompressed model), `params.reduction` and `macs.reduction` 
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -34,6 +36,7 @@ from torch import nn
 
 from robustcompress.capabilities import runs_in_torch
 from robustcompress.device import model_device
+from robustcompress.evaluation.latency import Runtime, compared_latency, deployed
 from robustcompress.evaluation.registry import (
     EvalConfig,
     EvalContext,
@@ -50,32 +53,13 @@ __all__ = [  # the counts live in robustcompress.measure; importable from here a
     "count_params",
     "deployed",
     "efficiency_metrics",
+    "latency_metrics",
     "layer_sparsity",
     "measure_latency",
     "plot_layer_sparsity",
     "sparsity",
     "sparsity_table",
 ]
-
-Runtime = Literal["eager", "torchscript", "onnxruntime"]
-
-
-def deployed(
-    model: nn.Module, runtime: Runtime, example: torch.Tensor, threads: int | None = None
-) -> Callable:
-    """A CPU callable running `model` as `runtime` would (masks, clusters baked in for the others)."""
-    if runtime == "eager":
-        return copy.deepcopy(model).cpu().eval()
-    from robustcompress.compression.quantization.int8 import export_onnx, ort_session, plain_float_copy
-
-    plain = plain_float_copy(model)
-    if runtime == "torchscript":
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about python values in forward
-            return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(plain, example)))
-    session = ort_session(export_onnx(plain, example), threads)
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x.numpy()})
 
 
 def measure_latency(
@@ -183,28 +167,27 @@ def efficiency_metrics(model: nn.Module, example_input: torch.Tensor, cfg: Effic
             metrics["params.reduction"] = count_params(parent)[0] / max(params, 1)
             metrics["macs.reduction"] = parent_macs / max(macs, 1)
     if cfg.latency:
-        # a compiled model already runs in its own runtime; only "eager" (calling it) applies
-        for runtime in cfg.runtimes if in_torch else ["eager"]:
-            metrics.update(_latencies(model, example_input.shape[1:], cfg, runtime))
-        metrics["latency.cpu_threads"] = cfg.threads or torch.get_num_threads()
+        metrics.update(latency_metrics(model, example_input.shape[1:], cfg, parent))
     return metrics
 
 
-def _latencies(
-    model: nn.Module, shape: Sequence[int], cfg: EfficiencyConfig, runtime: Runtime
-) -> dict[str, Any]:
-    key = "latency.cpu_ms" if runtime == "eager" else f"latency.{runtime}.cpu_ms"
-    try:
-        return {
-            f"{key}.b{b}": measure_latency(model, shape, b, cfg.repeats, cfg.warmup, cfg.threads, runtime)
-            for b in cfg.batch_sizes
-        }
-    except Exception as exc:
-        if runtime == "eager":
-            raise
-        # a model the tracer or exporter cannot take still gets its other metrics
-        warnings.warn(f"latency in {runtime} not measured: {type(exc).__name__}: {exc}", stacklevel=2)
-        return {}
+def latency_metrics(
+    model: nn.Module, shape: Sequence[int], cfg: EfficiencyConfig, parent: nn.Module | None = None
+) -> Metrics:
+    """The latency metrics of `cfg` for `model`; with a parent, both timed interleaved (latency.py)
+    and the ratio to the parent stored beside each figure."""
+    models = {"model": model} if parent is None else {"model": model, "parent": parent}
+    measured = compared_latency(
+        models,
+        shape,
+        batch_sizes=cfg.batch_sizes,
+        runtimes=cfg.runtimes,
+        rounds=cfg.repeats,
+        warmup=cfg.warmup,
+        threads=cfg.threads,
+        reference=None if parent is None else "parent",
+    )
+    return measured["model"]
 
 
 EFFICIENCY_METRICS = [
@@ -215,6 +198,22 @@ EFFICIENCY_METRICS = [
     MetricSpec("macs.nonzero", "count", "lower", "", "multiply-accumulates with non-zero weights"),
     MetricSpec("*.reduction", "ratio", "higher", "x", "the parent's count over this model's"),
     MetricSpec("latency.cpu_threads", "count", "none", "", "torch intra-op threads while timing"),
+    MetricSpec(
+        "latency.*cpu_ms.b*.ratio",
+        "ratio",
+        "lower",
+        "x",
+        "median per-round ratio of this model's forward time to its baseline's, timed interleaved",
+    ),
+    MetricSpec("latency.*cpu_ms.b*.iqr", "latency", "none", "ms", "interquartile range of the timed rounds"),
+    MetricSpec("latency.rounds", "count", "none", "", "timed rounds per model"),
+    MetricSpec(
+        "flag.latency.*",
+        "flag",
+        "none",
+        "",
+        "the latency cannot be ranked against the baseline's: their per-round times overlap",
+    ),
     MetricSpec("latency.*cpu_ms.b*", "latency", "lower", "ms", "median CPU forward time of a batch"),
 ]
 
@@ -223,6 +222,8 @@ EFFICIENCY_METRICS = [
 def evaluate_efficiency(model: nn.Module, cfg: EfficiencyConfig, ctx: EvalContext) -> Metrics:
     example = ctx.data.test.x[:1].to(ctx.device)
     model.to(ctx.device)
+    if ctx.latency_phase:  # a study times its models afterwards, together (experiments/latency_phase.py)
+        cfg = cfg.model_copy(update={"latency": False})
     metrics = efficiency_metrics(model, example, cfg, ctx.parent)
     if cfg.layer_table and ctx.workdir is not None:
         rows = layer_sparsity(model)

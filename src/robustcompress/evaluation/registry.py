@@ -31,6 +31,7 @@ class EvalContext:
     baseline_metrics: dict[str, Any] | None = None  # the baseline's metrics (e.g. for mCE)
     workdir: Path | None = None
     log: Callable[[str], None] = field(default=lambda msg: None)
+    latency_phase: bool = False  # a study times latency afterwards, all its models together
 
 
 Better = Literal["higher", "lower", "none"]

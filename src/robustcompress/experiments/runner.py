@@ -16,6 +16,7 @@ from typing import Any
 from robustcompress.errors import ConfigError, RobustCompressError
 from robustcompress.experiments.config import ExperimentConfig
 from robustcompress.experiments.graph import EvalTask, StudyGraph, baseline_key, build_graph
+from robustcompress.experiments.latency_phase import run_latency_phase
 from robustcompress.experiments.lock import output_lock
 from robustcompress.experiments.pipeline import ArtifactCache, digest, evaluation_key
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
@@ -68,6 +69,7 @@ def run_experiments(
     with output_lock(cfg.output):  # one run per output folder (a second one: FolderInUse, exit 2)
         study = Study(build_graph(cfg), ResultsStore(Path(cfg.output) / RESULTS_DB), cfg.output, log)
         (executor or make_executor(cfg.execution, log)).run(study, progress=progress)
+        run_latency_phase(cfg, study.store, log, graph=study.graph, results=study.results.values())
         return study.finish()
 
 
@@ -85,6 +87,7 @@ def run_experiment(
         store = store or ResultsStore(Path(cfg.output) / RESULTS_DB)
         study = Study(build_graph(cfg), store, cfg.output, log)
         LocalExecutor(log).run(study, progress=progress)
+        run_latency_phase(cfg, store, log, graph=study.graph, results=study.results.values())
         [result] = study.finish()
     return result
 

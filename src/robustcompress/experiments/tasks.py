@@ -157,6 +157,7 @@ class Workspace:
             baseline_metrics=baseline_metrics if compressed else None,
             workdir=self.out / experiment_folder(cfg.name),
             log=_prefixed(self.log, cfg.name),
+            latency_phase=True,  # timed by the driver once the graph ran (latency_phase.py)
         )
         model = self.model(task.artifact)
         return run_evaluations(model, cfg.validated_evaluations(), ctx, store=record, label=task.label)

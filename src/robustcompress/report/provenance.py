@@ -19,14 +19,18 @@ DAGGER = "\u2020"
 
 def flagged_metrics(row: ModelRow) -> set[str]:
     """Metrics of `row` measured by an evaluation that raised a `flag.*` on it (directional ones:
-    the figures a reader would rank by), e.g. every robust accuracy of a flagged adversarial run."""
-    sources = {producer(flag) for flag in row.flags} - {None}
+    the figures a reader would rank by), e.g. every robust accuracy of a flagged adversarial run.
+    A flag named after a metric (`flag.latency.cpu_ms.b64`) marks only it and its derived figures
+    (`latency.cpu_ms.b64.ratio`), not the rest of its evaluation's."""
+    families = {f.removeprefix("flag.") for f in row.flags}
+    families = {f for f in families if f in row.metrics}
+    sources = {producer(flag) for flag in row.flags if flag.removeprefix("flag.") not in families} - {None}
     out = set()
     for name in row.metrics:
         spec = metric_info(name)
         if name.startswith("flag.") or spec is None or spec.better == "none":
             continue
-        if producer(name) in sources:
+        if producer(name) in sources or any(name == f or name.startswith(f + ".") for f in families):
             out.add(name)
     return out
 
