@@ -19,12 +19,12 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustcompress.checkpoint import WEIGHTS, load_weights, read_meta, save_checkpoint, spec_of
 from robustcompress.device import resolve_device
 from robustcompress.errors import CheckpointError
 from robustcompress.measure import accuracy
+from robustcompress.progress import progress_bar
 from robustcompress.training.augment import augment_batch
 from robustcompress.training.config import TrainConfig
 from robustcompress.training.objectives import make_objective
@@ -162,14 +162,7 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = tqdm(
-        total=n_steps,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-        unit="step",
-    )
+    bar = progress_bar(n_steps, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress, unit="step")
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=gen)):
         if i >= n_steps:
