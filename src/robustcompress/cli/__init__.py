@@ -8,6 +8,7 @@ import click
 
 from robustcompress import __version__
 from robustcompress.threads import ENV, configure_threads, parse_threads
+from robustcompress.training.distributed import use_local_gpu
 
 # Each area adds its commands in its own module; listed here so `--help` shows them all.
 COMMAND_MODULES = [
@@ -51,6 +52,7 @@ def main(threads: int | None) -> None:
     stderr; `--json` prints one JSON object on stdout. User errors exit with code 2.
     """
     configure_threads(threads)
+    use_local_gpu()  # under torchrun: each rank on its own GPU
 
 
 for _module in COMMAND_MODULES:
