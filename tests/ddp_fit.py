@@ -25,7 +25,7 @@ _save = loop._save
 loop._save = lambda *args: (SAVES.append(args[6]), _save(*args))
 
 
-def train(a, splits, name: str) -> dict:
+def build(a, splits, name: str) -> torch.nn.Module:
     if name == "cnn8":
         model = ModelSpec.for_data("cnn8", splits.info, width=a.width).build(seed=0)
     else:
@@ -35,18 +35,19 @@ def train(a, splits, name: str) -> dict:
     if a.prune:
         weights = {n: w for n, w in model.named_parameters() if w.dim() > 1}
         apply_masks(model, {n: (w.abs() > w.abs().flatten().median()).float() for n, w in weights.items()})
+    return model
+
+
+def train(a, splits, name: str) -> dict:
     SAVES.clear()
+    checkpoint = a.out if name == "cnn8" else None
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=0.05, schedule="constant", amp=False)
-    result = fit(
-        model,
-        splits,
-        cfg,
-        device="cpu",
-        seed=0,
-        checkpoint_dir=a.out if name == "cnn8" else None,
-        resume=a.resume,
-        progress=False,
-    )
+    if a.stop_after:  # a run stopped after some epochs, then resumed from its checkpoint by a fresh model
+        first = cfg.model_copy(update={"epochs": a.stop_after})
+        fit(build(a, splits, name), splits, first, device="cpu", checkpoint_dir=checkpoint, progress=False)
+    model = build(a, splits, name)
+    resume = a.resume or bool(a.stop_after)
+    result = fit(model, splits, cfg, device="cpu", checkpoint_dir=checkpoint, resume=resume, progress=False)
     state = model.state_dict()
     masks = masks_of(model)
     pruned_nonzero = 0
@@ -77,12 +78,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--stop-after", type=int, default=0, help="train this many epochs first, then resume")
     p.add_argument("--prune", action="store_true", help="mask half of every weight by magnitude first")
     p.add_argument("--model", default="cnn8", help="cnn8, mlp (no batch norm, no dropout) or both: mlp,cnn8")
     a = p.parse_args()
     torch.set_num_threads(1)
     splits = load_dataset(
-        "fashion-mnist", root=a.data_root, limit_train=a.limit_train, val_fraction=0.1, limit_test=200, seed=0
+        "fashion-mnist", root=a.data_root, limit_train=a.limit_train, val_fraction=0.1, limit_test=500, seed=0
     )
     Path(a.results).mkdir(parents=True, exist_ok=True)
     rank = os.environ.get("RANK", "0")

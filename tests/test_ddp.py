@@ -5,7 +5,8 @@ float summation order (relative 1e-6), because each rank takes its slice of the 
 and the loss of unequal slices is weighted so that the averaged gradient is the global mean.
 cnn8 normalises each rank's half-batch with its own batch-norm statistics and draws its dropout
 masks per rank (as DistributedDataParallel does everywhere), so its accuracies after 2 epochs on
-990 images are held to within 0.05 of one process; all ranks end with identical weights.
+2,970 images are held to within 0.05 of one process (measured: 0.754 against 0.740 test accuracy),
+its last training loss within 10%; all ranks end with identical weights.
 """
 
 import json
@@ -53,7 +54,15 @@ def _launch(args: list[str], data_root, results: Path, processes: int) -> dict:
 @pytest.fixture(scope="module")
 def runs(data_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
-    args = ["--model", "mlp,cnn8", "--prune", "--batch-size", "31"]  # 990 % 31 = 29: an odd last batch
+    args = [
+        "--model",
+        "mlp,cnn8",
+        "--prune",
+        "--limit-train",
+        "3300",
+        "--batch-size",
+        "63",
+    ]  # 2970 % 63 = 9: an odd last batch
     single = _launch([*args, "--out", str(tmp / "ck1")], data_root, tmp / "single", 1)
     ddp = _launch([*args, "--out", str(tmp / "ck2")], data_root, tmp / "ddp", 2)
     return single, ddp, tmp, args
@@ -98,11 +107,10 @@ def test_checkpoints_are_written_by_rank_0_only(runs):
 
 def test_resume_under_ddp_is_exact(runs, data_root):
     _, ddp, tmp, args = runs
-    ck = tmp / "ck3"
-    _launch([*args, "--model", "cnn8", "--epochs", "1", "--out", str(ck)], data_root, tmp / "first", 2)
-    resumed = _launch([*args, "--model", "cnn8", "--resume", "--out", str(ck)], data_root, tmp / "resumed", 2)
+    stopped = [*args, "--model", "cnn8", "--stop-after", "1", "--out", str(tmp / "ck3")]
+    resumed = _launch(stopped, data_root, tmp / "resumed", 2)  # 1 epoch, then a fresh model resumes
     straight = ddp["cnn8.rank0"]
     for rank in ("rank0", "rank1"):
         assert _metrics(resumed[f"cnn8.{rank}"]["history"]) == _metrics(straight["history"])
         assert resumed[f"cnn8.{rank}"]["fingerprint"] == straight["fingerprint"]
-    assert resumed["cnn8.rank0"]["saves"] == [2, 2] and resumed["cnn8.rank1"]["saves"] == []
+    assert resumed["cnn8.rank0"]["saves"] == [1, 1, 2, 2] and resumed["cnn8.rank1"]["saves"] == []
