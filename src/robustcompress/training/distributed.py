@@ -11,6 +11,7 @@ statistics excepted: each rank normalises its own slice). Rank 0 alone writes an
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,8 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The model inside DistributedDataParallel: rank 0's parameters and buffers broadcast to all."""
     from torch.nn.parallel import DistributedDataParallel
 
+    # a 1-channel first conv's gradient has strides that differ from its bucket's; harmless, once
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)  # buffers broadcast from rank 0 by default
 
