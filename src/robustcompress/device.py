@@ -45,10 +45,14 @@ def channels_last(model: torch.nn.Module) -> Iterator[bool]:
     Convolutions run 10-40% faster channels-last on CPU (oneDNN) and on CUDA, which is what attacks
     spend their time on. Yields whether the layout was changed (inputs should then follow with
     `to_channels_last`); models with no 4-D weights, on MPS, or already channels-last are left alone.
+    So is a model inside DistributedDataParallel (adversarial training under torchrun): its gradient
+    buckets are laid out for the weights' layout at wrapping, and a layout swapped under them sends
+    the averaged gradient to the wrong elements (seen: pruned weights revived by PGD fine-tuning).
     """
     weights = [p for p in model.parameters() if p.dim() == 4]
     convertible = (
         weights
+        and not any(isinstance(m, torch.nn.parallel.DistributedDataParallel) for m in model.modules())
         and weights[0].device.type in ("cpu", "cuda")
         and all(w.is_contiguous() for w in weights)
         and not all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)

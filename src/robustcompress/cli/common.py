@@ -20,6 +20,7 @@ from robustcompress.data import DATASETS
 from robustcompress.errors import ConfigError, RobustCompressError
 from robustcompress.evaluation import EVALUATIONS
 from robustcompress.training import OBJECTIVES, TrainConfig
+from robustcompress.training.distributed import is_main_process
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -133,8 +134,13 @@ def print_json(obj: Any) -> None:
 
 
 def log(msg: str) -> None:
-    """Progress and notes go to stderr, so stdout carries only the result (e.g. --json)."""
-    click.echo(msg, err=True)
+    """Progress and notes go to stderr, so stdout carries only the result (e.g. --json).
+
+    Under torchrun only rank 0 writes them: every rank runs the same command, so the others would
+    repeat each line. Errors (`user_errors`) still come from every rank.
+    """
+    if is_main_process():
+        click.echo(msg, err=True)
 
 
 def _stack(fn: Callable, options: list[Callable]) -> Callable:

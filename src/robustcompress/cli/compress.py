@@ -26,6 +26,7 @@ from robustcompress.device import resolve_device
 from robustcompress.errors import ConfigError
 from robustcompress.experiments.pipeline import parse_stages
 from robustcompress.stages import STAGES, StageContext
+from robustcompress.training.distributed import is_main_process
 
 
 def recipe_from_options(
@@ -232,6 +233,8 @@ def compress(
     compressed = steps[-1].model if steps else model
     metrics = {"acc.clean.before": before, "acc.clean": after}
     metrics.update(change_metrics(model, [s.model for s in steps], splits.test.x))
+    if not is_main_process():
+        return  # under torchrun, rank 0 alone writes and prints
     save_checkpoint(
         out,
         compressed,

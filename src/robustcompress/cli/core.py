@@ -160,9 +160,11 @@ def train(
         **{f"train.{k}": v for k, v in training_summary(result).items()},
     }
     from robustcompress.checkpoint import update_meta
+    from robustcompress.training.distributed import is_main_process
 
-    update_meta(out, metrics=metrics)
-    _report(metrics, as_json, f"checkpoint: {out}")
+    if is_main_process():  # under torchrun, rank 0 alone writes and prints
+        update_meta(out, metrics=metrics)
+        _report(metrics, as_json, f"checkpoint: {out}")
 
 
 EVALUATE_EXAMPLES = """

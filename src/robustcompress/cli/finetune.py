@@ -104,6 +104,7 @@ def finetune(
     from robustcompress.device import resolve_device
     from robustcompress.experiments.pipeline import parse_stages
     from robustcompress.stages import StageContext
+    from robustcompress.training.distributed import is_main_process
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -128,6 +129,8 @@ def finetune(
     steps, before, after = apply_measured(model, stages, ctx)
     tuned = steps[-1].model
     metrics = {"acc.clean.before": before, "acc.clean": after}
+    if not is_main_process():
+        return  # under torchrun, rank 0 alone writes and prints
     save_checkpoint(
         out,
         tuned.cpu(),

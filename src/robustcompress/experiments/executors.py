@@ -162,9 +162,9 @@ _WORKSPACES: dict[str, Workspace] = {}  # one per output folder in a worker proc
 
 
 def _workspace(output: str, cpus: float) -> Workspace:
-    import torch
+    from robustcompress.threads import configure_threads
 
-    torch.set_num_threads(max(1, int(cpus)))  # the task's CPU share: no thread waits for a taken core
+    configure_threads(max(1, int(cpus)))  # the task's CPU share: no thread waits for a taken core
     if output not in _WORKSPACES:
         _WORKSPACES[output] = Workspace(output, progress=False, keep_models=False)
     return _WORKSPACES[output]

@@ -19,12 +19,13 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustcompress.checkpoint import WEIGHTS, load_weights, read_meta, save_checkpoint, spec_of
 from robustcompress.device import resolve_device
 from robustcompress.errors import CheckpointError
 from robustcompress.measure import accuracy
+from robustcompress.progress import progress_bar
+from robustcompress.training import distributed
 from robustcompress.training.augment import augment_batch
 from robustcompress.training.config import TrainConfig
 from robustcompress.training.objectives import make_objective
@@ -79,8 +80,14 @@ def fit(
     checkpoint is written after every epoch; `resume=True` continues from it. `cfg.sam_rho` makes
     every step sharpness-aware (training/sam.py); `sam(optimizer, model)` builds another SAM-like
     wrapper instead (CrAM).
+
+    Under `torchrun --nproc-per-node=N` every rank runs this with the same arguments: each trains on
+    its slice of every global batch (`cfg.batch_size` over all ranks), gradients are averaged
+    (training/distributed.py), validation and early stopping agree on all ranks, and rank 0 alone
+    writes the checkpoint and prints.
     """
-    device = resolve_device(device)
+    ranks, device = distributed.setup(resolve_device(device))
+    progress = progress and (ranks is None or ranks.main)
     model.to(device)
     objective = objective or make_objective(cfg.objective, **cfg.objective_params)
     optimizer = make_optimizer(model, cfg)
@@ -101,6 +108,8 @@ def fit(
             start_epoch = cfg.epochs
     for cb in callbacks:
         _call(cb, "on_train_begin", model, optimizer)
+    net = distributed.wrap(model, device) if ranks is not None else model  # the objective's forward
+    writes = checkpoint_dir is not None and (ranks is None or ranks.main)
 
     t0 = time.perf_counter()
     step = start_epoch * _steps_per_epoch(len(data.train), cfg)
@@ -111,7 +120,9 @@ def fit(
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         model.train()
         stats = _train_epoch(
+            net,
             model,
+            ranks,
             data.train,
             cfg,
             objective,
@@ -128,7 +139,9 @@ def fit(
         )
         step += stats.pop("steps")
         model.eval()
-        val_acc = accuracy(model, data.val, cfg.eval_batch_size) if len(data.val) else stats["train_acc"]
+        if ranks is not None:
+            distributed.broadcast_state(model)  # rank 0's batch-norm statistics on every rank
+        val_acc = _val_accuracy(model, data.val, cfg, ranks) if len(data.val) else stats["train_acc"]
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats, "val_acc": val_acc}
         result.history.append(row)
         improved = result.best_epoch < 0 or val_acc > result.best_val_acc + cfg.min_delta
@@ -141,52 +154,68 @@ def fit(
             _call(cb, "on_epoch_end", epoch, model, row)
         if progress:
             print(_format_row(row), file=sys.stderr)
-        if checkpoint_dir is not None:
+        if writes:
             _save(Path(checkpoint_dir), model, optimizer, cfg, result, best_state, epoch + 1, meta)
+        if ranks is not None:
+            distributed.barrier()  # the checkpoint is complete before any rank goes on
         if result.stopped_early:
             break
     result.seconds = time.perf_counter() - t0
     if cfg.restore_best and best_state is not None and len(data.val):
         model.load_state_dict(best_state)
-        if checkpoint_dir is not None and result.history:
+        if writes and result.history:
             _save(Path(checkpoint_dir), model, optimizer, cfg, result, best_state, len(result.history), meta)
+    if ranks is not None:
+        del net  # the DDP wrapper's gradient hooks go with it
+        distributed.barrier()
     model.eval()
     return result
 
 
+def _val_accuracy(model, val, cfg, ranks) -> float:
+    """Accuracy on the validation split; under torchrun each rank counts a slice, summed exactly."""
+    if ranks is None:
+        return accuracy(model, val, cfg.eval_batch_size)
+    part = torch.arange(len(val))[ranks.shard(len(val))]
+    correct = round(accuracy(model, val.subset(part), cfg.eval_batch_size) * len(part)) if len(part) else 0
+    return distributed.all_sum([correct], next(model.parameters()).device)[0] / len(val)
+
+
 def _train_epoch(
-    model, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step, epoch, progress,
-    sharp=None,
+    net, model, ranks, train, cfg, objective, optimizer, scaler, amp_dtype, gen, device, callbacks, step,
+    epoch, progress, sharp=None,
 ):  # fmt: skip
+    """One epoch; `net` is what the objective calls (the DDP wrapper of `model` under torchrun)."""
     n_steps = _steps_per_epoch(len(train), cfg)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = tqdm(
-        total=n_steps,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-        unit="step",
-    )
+    bar = progress_bar(n_steps, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress, unit="step")
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=gen)):
         if i >= n_steps:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.augment:
-            x = augment_batch(x, cfg.augment, gen, cfg.crop_padding)
+            x = augment_batch(x, cfg.augment, gen, cfg.crop_padding)  # the global batch
+        weight = 1.0
+        if ranks is not None:
+            if len(y) < ranks.world:
+                continue  # a last batch smaller than the number of ranks: skipped by every rank alike
+            part = ranks.shard(len(y))
+            weight = (part.stop - part.start) * ranks.world / len(y)  # averaged gradient = global mean
+            x, y = x[part], y[part]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss, logits = objective(model, x, y)
+            loss, logits = objective(net, x, y)
         optimizer.zero_grad(set_to_none=True)
+        scaled = loss if weight == 1.0 else loss * weight
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(scaled).backward()
             scaler.unscale_(optimizer)
         else:
-            loss.backward()
+            scaled.backward()
         if sharp is not None:  # second pass at the ascent point, base step, masks re-applied
-            sharp.step(lambda x=x, y=y: _second_pass(model, objective, x, y, device, amp_dtype))
+            sharp.step(lambda x=x, y=y, w=weight: _second_pass(net, objective, x, y, device, amp_dtype, w))
         else:
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -211,6 +240,9 @@ def _train_epoch(
         bar.update(1)
     bar.close()
     elapsed = time.perf_counter() - t0
+    if ranks is not None:  # the epoch's figures over all ranks' slices
+        total_loss, total_correct, seen = distributed.all_sum([loss_sum.item(), correct.item(), seen], device)
+        loss_sum, correct, seen = torch.tensor(total_loss), torch.tensor(total_correct), int(seen)
     return {
         "train_loss": loss_sum.item() / max(seen, 1),
         "train_acc": correct.item() / max(seen, 1),
@@ -219,10 +251,10 @@ def _train_epoch(
     }
 
 
-def _second_pass(model, objective, x, y, device, amp_dtype) -> torch.Tensor:
+def _second_pass(model, objective, x, y, device, amp_dtype, weight=1.0) -> torch.Tensor:
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss, _ = objective(model, x, y)
-    loss.backward()
+    (loss if weight == 1.0 else loss * weight).backward()
     return loss
 
 
