@@ -108,7 +108,8 @@ def knee(points: Sequence[tuple[float, float]], direction: str, fall: float = FA
         return None
     ref = points[0][1]
     for x, v in points[1:]:
-        if (v < ref - fall) if direction == "max" else (v > ref + fall):
+        drop = round(ref - v if direction == "max" else v - ref, 9)  # 0.508 - 0.498 is exactly 1 point
+        if drop > fall:
             return x
     return None
 
