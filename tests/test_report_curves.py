@@ -59,7 +59,9 @@ def test_knee_is_the_first_strength_more_than_one_point_worse():
     assert knee([(8, 100.0), (4, 101.0), (2, 101.5)], "min") == 2  # mCE: more than 1 point above
     assert knee([(0.3, 50.0)], "max") is None
     # exactly one point lower is not a fall, however the float subtraction rounds (paper 001's run)
-    assert knee([(0.3, 0.508 * 100), (0.5, 0.498 * 100), (0.7, 0.476 * 100)], "max") == 0.7
+    assert (
+        knee([(0.3, 50.80000162124634), (0.5, 49.799999594688416), (0.7, 47.600001096725464)], "max") == 0.7
+    )
 
 
 def test_strength_is_read_from_the_recipe():
