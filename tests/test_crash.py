@@ -121,3 +121,32 @@ def test_killed_runs_resume_to_the_metrics_of_an_uninterrupted_run(tmp_path, dat
     assert resumed == reference  # every metric, sizes of the rcz file included
     assert resumed["tiny/pc"]["final"]["size.bytes_compressed"] > 0
     assert (folder / LOCK_FILE).read_text() == ""  # a run that ends names no holder
+
+
+def test_a_killed_ray_driver_resumes_to_the_metrics_of_an_uninterrupted_local_run(tmp_path, data_root):
+    """SIGKILL of the driver while its Ray workers fine-tune; the rerun (Ray again) reuses what was
+    finished and ends with the local executor's metrics, sizes included."""
+
+    def study(name: str) -> Path:
+        (tmp_path / name).mkdir()
+        return tiny_config(tmp_path / name, data_root, STUDY, limit_train=400, limit_test=100)
+
+    reference, _ = _finish(study("reference"))
+    config = study("killed")
+    [keys] = [[a.key for a in p.artifacts] for p in plan(load_config(config))]
+    proc = _start(config, "--executor", "ray", "--workers", "1")
+    for text in proc.stderr:
+        if "stage 0: prune" in text:  # the baseline is saved, a worker is pruning
+            proc.kill()
+            break
+    else:
+        raise AssertionError("the Ray run ended before its first stage")
+    proc.wait(timeout=60)
+    assert _state(config)[0][0]  # the baseline's artifact is complete
+
+    resume = _start(config, "--executor", "ray", "--workers", "1", "--json")
+    out, err = resume.communicate(timeout=300)
+    assert resume.returncode == 0, err
+    assert f"cached: {keys[0]} (baseline)" in err and "training cnn8" not in err
+    got = json.loads(out)
+    assert got == reference

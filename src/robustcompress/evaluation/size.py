@@ -42,12 +42,14 @@ def checkpoint_bytes(model: nn.Module) -> bytes:
 
 
 def dense_model(model: nn.Module, parent: nn.Module | None) -> nn.Module:
+    """The dense fp32 reference: the parent, else the architecture freshly built from a fixed seed
+    (its gzip size depends on the weights' values: a rerun must measure the same)."""
     if parent is not None:
         return parent
     from robustcompress.checkpoint import spec_of
     from robustcompress.models import ModelSpec
 
-    return ModelSpec.from_dict(spec_of(model)).build()
+    return ModelSpec.from_dict(spec_of(model)).build(seed=0)
 
 
 def plain_weights_bytes(model: nn.Module) -> bytes:

@@ -237,6 +237,7 @@ def start_local(
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(
+            address="local",  # a new instance, never one that RAY_ADDRESS or `ray start` left around
             num_cpus=None if num_cpus is None else max(1, round(num_cpus)),
             num_gpus=num_gpus,
             include_dashboard=dashboard,
