@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustcompress.evaluation.latency import compared_latency, measure_interleaved
-from robustcompress.evaluation.registry import metric_info
+from robustcompress.evaluation.registry import metric_info, producer
 from robustcompress.experiments.config import expand_grid, load_config
 from robustcompress.experiments.latency_phase import latency_settings, phase_key
 from robustcompress.experiments.pipeline import evaluation_key
@@ -87,6 +87,9 @@ def test_latency_metric_names_are_declared_and_a_latency_flag_marks_only_its_fig
     assert metric_info("latency.cpu_ms.b64.ratio").unit == "x"
     assert metric_info("latency.torchscript.cpu_ms.b1.iqr").better == "none"
     assert metric_info("latency.cpu_ms.b64").unit == "ms"
+    # the efficiency evaluation's, though adversarial (registered first) declares a catch-all flag.*
+    assert producer("flag.latency.cpu_ms.b64") == "efficiency"
+    assert producer("flag.nondifferentiable") == "adversarial"
     row = ModelRow(
         "e", "final", "k",
         {"macs": 10, "latency.cpu_ms.b64": 3.0, "latency.cpu_ms.b64.ratio": 0.9, "latency.cpu_ms.b1": 1.0,
