@@ -15,8 +15,9 @@ from robustcompress.experiments.latency_phase import latency_settings, phase_key
 from robustcompress.experiments.pipeline import evaluation_key
 from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
-from robustcompress.report.provenance import flagged_metrics
-from robustcompress.report.results import ModelRow
+from robustcompress.report.provenance import flag_summary, flagged_metrics
+from robustcompress.report.results import ModelRow, Results
+from robustcompress.report.tables import comparison_table
 from tests.tiny_study import tiny_config
 
 
@@ -138,3 +139,20 @@ def test_the_study_times_every_evaluated_model_in_its_own_phase_once(tmp_path, d
     [again] = run_experiments(cfg, progress=False, log=lines.append)
     assert not any("latency: timing" in line for line in lines)  # stored: nothing is timed again
     assert again.metrics["final"]["latency.cpu_ms.b1"] == final["latency.cpu_ms.b1"]
+
+
+def test_the_report_shows_the_paired_ratio_as_the_change_and_names_a_latency_flag(tmp_path):
+    # medians 10 and 8 ms would read -20%; timed interleaved, the per-round ratio was 0.5
+    base = ModelRow("e", "baseline", "a0", {"latency.cpu_ms.b1": 10.0, "latency.cpu_ms.b1.ratio": 1.0})
+    final = ModelRow(
+        "e", "final", "a1",
+        {"latency.cpu_ms.b1": 8.0, "latency.cpu_ms.b1.ratio": 0.5, "flag.latency.cpu_ms.b1": "cannot rank"},
+    )  # fmt: skip
+    base.label, final.label = "baseline", "e"
+    table = comparison_table(Results(tmp_path, [base, final]), ["latency.cpu_ms.b1"])
+    [cell] = [c for c in table.rows[1] if c.text.startswith("8")]
+    assert cell.delta == "-50.0%" and cell.flagged
+    assert "latency not rankable" in " ".join(table.notes)
+    assert flag_summary(["flag.latency.cpu_ms.b1", "flag.nondifferentiable"]) == (
+        "1 gradient-masking flag(s) and 1 latency flag(s) (not rankable against the baseline)"
+    )
