@@ -9,14 +9,15 @@ import torch
 from torch import nn
 
 from robustcompress.evaluation.latency import compared_latency, measure_interleaved
-from robustcompress.evaluation.registry import metric_info
+from robustcompress.evaluation.registry import metric_info, producer
 from robustcompress.experiments.config import expand_grid, load_config
 from robustcompress.experiments.latency_phase import latency_settings, phase_key
 from robustcompress.experiments.pipeline import evaluation_key
 from robustcompress.experiments.runner import run_experiments
 from robustcompress.experiments.store import RESULTS_DB, ResultsStore
-from robustcompress.report.provenance import flagged_metrics
-from robustcompress.report.results import ModelRow
+from robustcompress.report.provenance import flag_summary, flagged_metrics
+from robustcompress.report.results import ModelRow, Results
+from robustcompress.report.tables import comparison_table
 from tests.tiny_study import tiny_config
 
 
@@ -87,6 +88,9 @@ def test_latency_metric_names_are_declared_and_a_latency_flag_marks_only_its_fig
     assert metric_info("latency.cpu_ms.b64.ratio").unit == "x"
     assert metric_info("latency.torchscript.cpu_ms.b1.iqr").better == "none"
     assert metric_info("latency.cpu_ms.b64").unit == "ms"
+    # the efficiency evaluation's, though adversarial (registered first) declares a catch-all flag.*
+    assert producer("flag.latency.cpu_ms.b64") == "efficiency"
+    assert producer("flag.nondifferentiable") == "adversarial"
     row = ModelRow(
         "e", "final", "k",
         {"macs": 10, "latency.cpu_ms.b64": 3.0, "latency.cpu_ms.b64.ratio": 0.9, "latency.cpu_ms.b1": 1.0,
@@ -135,3 +139,20 @@ def test_the_study_times_every_evaluated_model_in_its_own_phase_once(tmp_path, d
     [again] = run_experiments(cfg, progress=False, log=lines.append)
     assert not any("latency: timing" in line for line in lines)  # stored: nothing is timed again
     assert again.metrics["final"]["latency.cpu_ms.b1"] == final["latency.cpu_ms.b1"]
+
+
+def test_the_report_shows_the_paired_ratio_as_the_change_and_names_a_latency_flag(tmp_path):
+    # medians 10 and 8 ms would read -20%; timed interleaved, the per-round ratio was 0.5
+    base = ModelRow("e", "baseline", "a0", {"latency.cpu_ms.b1": 10.0, "latency.cpu_ms.b1.ratio": 1.0})
+    final = ModelRow(
+        "e", "final", "a1",
+        {"latency.cpu_ms.b1": 8.0, "latency.cpu_ms.b1.ratio": 0.5, "flag.latency.cpu_ms.b1": "cannot rank"},
+    )  # fmt: skip
+    base.label, final.label = "baseline", "e"
+    table = comparison_table(Results(tmp_path, [base, final]), ["latency.cpu_ms.b1"])
+    [cell] = [c for c in table.rows[1] if c.text.startswith("8")]
+    assert cell.delta == "-50.0%" and cell.flagged
+    assert "latency not rankable" in " ".join(table.notes)
+    assert flag_summary(["flag.latency.cpu_ms.b1", "flag.nondifferentiable"]) == (
+        "1 gradient-masking flag(s) and 1 latency flag(s) (not rankable against the baseline)"
+    )

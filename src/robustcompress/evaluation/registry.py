@@ -104,11 +104,15 @@ def register_evaluation(
 
 
 def _declared(name: str) -> tuple[str, MetricSpec] | None:
+    """Each evaluation's first spec matching `name`; of those the most specific (most literal
+    characters), so `flag.latency.*` (efficiency) beats adversarial's catch-all `flag.*` whatever
+    the registration order; ties go to the first registered."""
+    found = []
     for evaluation in EVALUATIONS:
-        for spec in EVALUATIONS.get(evaluation).metrics:
-            if spec.matches(name):
-                return evaluation, spec
-    return None
+        spec = next((s for s in EVALUATIONS.get(evaluation).metrics if s.matches(name)), None)
+        if spec is not None:
+            found.append((evaluation, spec))
+    return max(found, key=lambda f: len(f[1].pattern.replace("*", "")), default=None)
 
 
 def metric_info(name: str) -> MetricSpec | None:

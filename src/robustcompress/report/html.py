@@ -22,7 +22,7 @@ from robustcompress.report.curves import curve_plots
 from robustcompress.report.metrics import format_value
 from robustcompress.report.pareto import DEFAULT_OBJECTIVES, Objective, number, pareto_front
 from robustcompress.report.plots import make_plots, robust_metrics
-from robustcompress.report.provenance import DAGGER, basis, trusted
+from robustcompress.report.provenance import DAGGER, basis, flag_summary, trusted
 from robustcompress.report.results import Results, load_results
 from robustcompress.report.tables import Table, comparison_table, measured_objectives, measured_on
 
@@ -88,9 +88,9 @@ def render_report(
     """The report as one HTML string."""
     e = html.escape
     log = log or (lambda msg: None)
-    flags = sum(len(r.flags) for r in results.rows)
+    flags = [f for r in results.rows for f in r.flags]
     if flags:
-        log(f"warning: {flags} gradient-masking flag(s) raised; see the report's first section")
+        log(f"warning: {flag_summary(flags)} raised; see the report's first section")
     rows = results.comparison_rows()
     parts = [
         "<!DOCTYPE html>",
@@ -211,8 +211,8 @@ def summary_html(results: Results, objectives: Sequence[Objective], include_flag
             else "left out of the best values and the front"
         )
         lines.append(
-            f'<p class="bad-text"><b>Flags raised</b>: {sum(len(r.flags) for r in raised)} gradient-masking '
-            f"flag(s) on {len(raised)} model(s) ({e('; '.join(names))}); their robustness figures are marked "
+            f'<p class="bad-text"><b>Flags raised</b>: {flag_summary(f for r in raised for f in r.flags)} '
+            f"on {len(raised)} model(s) ({e('; '.join(names))}); the figures they concern are marked "
             f"{DAGGER} and {kept}.</p>"
         )
     else:
@@ -424,7 +424,7 @@ def table_html(table: Table) -> str:
         for c in cells:
             cls = {1: ' class="good"', -1: ' class="bad"'}.get(c.sign, "")
             if c.flagged:
-                cls = ' class="flagged" title="carries a gradient-masking flag: likely overestimated"'
+                cls = ' class="flagged" title="carries a flag: not to be ranked by (see Flags raised)"'
             delta = f'<span class="delta">{e(c.delta)}</span>' if c.delta else ""
             tds.append(f"<td{cls}>{e(c.text)}{delta}</td>")
         front = ' class="front"' if pareto is not None and cells[pareto].text else ""

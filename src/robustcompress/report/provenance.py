@@ -9,12 +9,24 @@ is likely overestimated, so the report marks it and keeps it out of fronts and "
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from robustcompress.evaluation.registry import metric_info, producer
 from robustcompress.report.results import ModelRow
 
 DAGGER = "\u2020"
+
+
+def flag_summary(flags: Iterable[str]) -> str:
+    """What raised flags are about, counted: gradient masking (robust accuracies likely
+    overestimated) or a latency too close to its baseline's to rank (flag.latency.*)."""
+    flags = list(flags)
+    latency = sum(f.startswith("flag.latency.") for f in flags)
+    parts = [f"{len(flags) - latency} gradient-masking flag(s)"] if len(flags) > latency else []
+    if latency:
+        parts.append(f"{latency} latency flag(s) (not rankable against the baseline)")
+    return " and ".join(parts)
 
 
 def flagged_metrics(row: ModelRow) -> set[str]:

@@ -131,6 +131,9 @@ def comparison_table(
         for c in cols:
             value = row.metrics.get(c)
             b = base.metrics.get(c) if base else None
+            paired = row.metrics.get(f"{c}.ratio")  # latency timed interleaved with the baseline
+            if c.startswith("latency.") and b is not None and isinstance(value, float) and paired:
+                b = value / paired  # the change is the paired per-round ratio, not the medians' ratio
             cell = Cell(format_value(c, value), format_delta(c, value, b), delta_sign(c, value, b))
             if c in flagged and value is not None:
                 cell.text, cell.sign, cell.flagged, any_flagged = cell.text + DAGGER, 0, True, True
@@ -145,8 +148,9 @@ def comparison_table(
             else "kept off the Pareto front"
         )
         table.notes.append(
-            f"{DAGGER} measured by an evaluation that raised a gradient-masking flag on this model (see the "
-            f"warnings): likely overestimated, so not coloured and {kept}."
+            f"{DAGGER} measured by an evaluation that raised a flag on this model (gradient masking: likely "
+            f"overestimated; or a latency not rankable against its baseline; see the warnings): not "
+            f"coloured and {kept}."
         )
     table.notes += measured_on(results, rows, cols)
     return table
