@@ -386,7 +386,6 @@ def format_shape(shape: dict[str, int]) -> str:
 RESULTS_EXAMPLES = """
 \b
 Examples:
-  robustcompress results runs/demo
   robustcompress results runs/demo --metrics acc.clean,mce,size.ratio
   robustcompress results runs/demo --experiment demo/pcqat-int8 --json
   robustcompress results runs/demo --all-runs
