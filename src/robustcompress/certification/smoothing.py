@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from robustcompress.device import channels_last, model_device, to_channels_last
@@ -43,12 +42,23 @@ def check_alpha(alpha: float, name: str = "alpha") -> None:
 
 def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound of a binomial proportion k / n."""
+    from scipy.stats import beta  # scipy.stats at import would cost every command 0.7 s
+
     return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
 
 
 def radius_cap(sigma: float, n: int, alpha: float) -> float:
     """The largest radius n samples can certify (all n correct): sigma * Phi^-1(alpha^(1/n))."""
+    from scipy.stats import norm
+
     return float(sigma * norm.ppf(alpha ** (1.0 / n)))
+
+
+def radius_of(sigma: float, p_a: float) -> float:
+    """Cohen's certified L2 radius sigma * Phi^-1(p_A)."""
+    from scipy.stats import norm
+
+    return float(sigma * norm.ppf(p_a))
 
 
 def predict_from_counts(counts: torch.Tensor, alpha: float) -> int:
@@ -57,6 +67,8 @@ def predict_from_counts(counts: torch.Tensor, alpha: float) -> int:
     order = torch.argsort(counts, descending=True, stable=True).tolist()
     c1 = int(counts[order[0]])
     c2 = int(counts[order[1]]) if len(order) > 1 else 0
+    from scipy.stats import binomtest
+
     if binomtest(c1, c1 + c2, 0.5).pvalue > alpha:
         return ABSTAIN
     return order[0]
@@ -168,7 +180,7 @@ class Smooth:
             if p_a < 0.5:
                 out.append(Certificate(ABSTAIN, 0.0, p_a, n_a, smoothed))
             else:
-                out.append(Certificate(c_a, float(self.sigma * norm.ppf(p_a)), p_a, n_a, smoothed))
+                out.append(Certificate(c_a, radius_of(self.sigma, p_a), p_a, n_a, smoothed))
         return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator) -> list[int]:

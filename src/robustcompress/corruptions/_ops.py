@@ -14,7 +14,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 # ---------------------------------------------------------------------------------------------
 # random draws: always from the caller's generator, moved to the images' device
@@ -72,6 +71,8 @@ def round_levels(x: torch.Tensor) -> torch.Tensor:
 def _gaussian_operator(n: int, sigma: float, mode: str, truncate: float) -> np.ndarray:
     if sigma <= 0:
         return np.eye(n)
+    from scipy import ndimage  # here, not at import (start-up time of every command)
+
     return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode=mode, truncate=truncate)
 
 

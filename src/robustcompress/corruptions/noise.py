@@ -7,7 +7,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy import stats
 
 from robustcompress.corruptions import _ops
 
@@ -62,6 +61,8 @@ def alias_tables(lam: float, device: str) -> tuple[torch.Tensor, torch.Tensor, t
     outcomes (already divided by lam). Column K is a guard for K * u rounding up to K: it always
     gives what the end of column K - 1 gives.
     """
+    from scipy import stats  # here, not at import: scipy.stats costs every command half a second
+
     top = math.ceil(lam)
     k = top + 1
     rates = np.arange(256)[:, None] / 255 * lam
