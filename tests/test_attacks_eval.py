@@ -293,8 +293,12 @@ def test_the_int8_fake_quant_twin_computes_what_the_int8_model_computes(int8_cnn
     with torch.no_grad():
         q, t, f = qmodel(x), twin(x), model(x)
     assert (q.argmax(1) == t.argmax(1)).float().mean() >= 0.99
-    # the same quantization: the twin is far closer to the int8 logits than the float model is
-    assert (q - t).abs().mean() < 0.25 * (q - f).abs().mean()
+    # the same quantization: most of the twin's logits are exactly the int8 model's (ONNX Runtime
+    # 1.32 rounds some requantizations differently, measured 69% equal here), the float model's
+    # almost none; and the twin is the closer of the two
+    same_as_int8 = lambda out: torch.isclose(q, out, rtol=0, atol=1e-5).float().mean()  # noqa: E731
+    assert same_as_int8(t) >= 0.5 and same_as_int8(f) <= 0.05
+    assert (q - t).abs().mean() < (q - f).abs().mean()
     xg = x[:8].clone().requires_grad_(True)
     torch.nn.functional.cross_entropy(twin(xg), splits.test.y[:8]).backward()
     assert (xg.grad.flatten(1).abs().amax(1) > 0).all()  # straight-through: gradients reach the input
@@ -320,3 +324,22 @@ def test_an_int8_model_is_attacked_white_box_through_its_twin(int8_cnn8):
     twin_worst = evaluate_robustness(qmodel.differentiable_twin(), x, y, ["pgd"], 0.1, steps=10, sanity=False)
     assert metrics["acc.worst_linf_0.1"] <= twin_worst.worst[0.1] + 0.02
     assert not [k for k in metrics if k.startswith("flag.")]  # the checks ran on the twin and passed
+
+
+def test_the_attack_command_attacks_an_int8_checkpoint_white_box_through_its_twin(model_data, data_root, tmp_path):
+    from robustcompress.checkpoint import save_checkpoint
+    from robustcompress.experiments.pipeline import apply_stages, parse_stages
+    from robustcompress.stages import StageContext
+
+    model, splits = model_data
+    ctx = StageContext(data=splits, device=torch.device("cpu"), seed=0, progress=False)
+    qmodel = apply_stages(model, parse_stages([{"type": "int8", "calibration_images": 256}]), ctx)[-1].model
+    ckpt = save_checkpoint(tmp_path / "int8", qmodel, {"data": {"dataset": "fashion-mnist"}})
+    args = ["attack", str(ckpt), "--data-root", str(data_root), "--limit-test", "100", "--n-examples", "24"]
+    result = CliRunner().invoke(
+        main, [*args, "--attack", "pgd", "--eps", "0.1", "--steps", "5", "--queries", "10", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "twin" in metrics["adv.white_box_via"] and "flag.nondifferentiable" not in metrics
+    assert {"acc.pgd_linf_0.1", "acc.square_linf_0.1"} <= set(metrics)

@@ -114,3 +114,15 @@ def test_finetune_bad_options_exit_2(trained_cnn8, tmp_path, data_root, bad):
     result = _finetune(ckpt, tmp_path / "ft", data_root, *bad)
     assert result.exit_code == 2
     assert not (tmp_path / "ft").exists()
+
+
+def test_finetune_patience_stops_when_validation_accuracy_stops_improving(trained_cnn8, tmp_path, data_root):
+    # at a learning rate too small to move any prediction, validation accuracy never improves on
+    # epoch 1: with patience 1, epoch 2 is the last of the 4 asked for, and epoch 1 is kept
+    ckpt = _compressed_checkpoint(trained_cnn8, tmp_path, [{"type": "prune", "amount": 0.5}])
+    args = ["--epochs", "4", "--lr", "1e-12"]
+    stopped = _finetune(ckpt, tmp_path / "ft", data_root, *args, "--patience", "1")
+    assert stopped.exit_code == 0, stopped.output
+    assert "stopped early after 2 of 4 epochs; kept epoch 1" in stopped.stderr
+    full = _finetune(ckpt, tmp_path / "ft-all", data_root, *args)
+    assert full.exit_code == 0 and "stopped early" not in full.stderr

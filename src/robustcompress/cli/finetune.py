@@ -33,6 +33,8 @@ Examples:
   robustcompress finetune runs/cnn8-pcqat --objective trades --objective-param beta=6 --epochs 2 \\
       --lr 1e-4 --optimizer adam --out runs/cnn8-pcqat-trades --json
   robustcompress finetune runs/imported/net --epochs 1 --out runs/imported/net-ft
+  robustcompress finetune runs/cnn8-cluster16 --epochs 30 --patience 5 --optimizer adam --lr 1e-4 \\
+      --out runs/cnn8-cluster16-ft
 """
 
 
@@ -63,6 +65,13 @@ Examples:
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None)
 @click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many epochs without a better validation accuracy and keep the best epoch's "
+    "weights (default: every epoch runs, the best is kept).",
+)
+@click.option(
     "--max-steps-per-epoch",
     type=click.IntRange(min=1),
     default=None,
@@ -86,6 +95,7 @@ def finetune(
     batch_size,
     momentum,
     weight_decay,
+    patience,
     max_steps_per_epoch,
     out,
     overwrite,
@@ -118,6 +128,7 @@ def finetune(
         "batch_size": batch_size,
         "momentum": momentum,
         "weight_decay": weight_decay,
+        "patience": patience,
         "max_steps_per_epoch": max_steps_per_epoch,
     }
     stage.update({k: v for k, v in optional.items() if v is not None})

@@ -124,7 +124,12 @@ def finetune_model(
     ctx.log(
         f"{what}: {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr:g}, objective {cfg.objective!r}{stop}{sam}"
     )
-    fit(model, ctx.data, cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+    result = fit(model, ctx.data, cfg, device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+    if result.stopped_early:
+        ctx.log(
+            f"{what}: stopped early after {len(result.history)} of {cfg.epochs} epochs; kept epoch "
+            f"{result.best_epoch} (validation accuracy {result.best_val_acc:.4f})"
+        )
     return model.eval()
 
 
