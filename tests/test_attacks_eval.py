@@ -326,7 +326,7 @@ def test_an_int8_model_is_attacked_white_box_through_its_twin(int8_cnn8):
     assert not [k for k in metrics if k.startswith("flag.")]  # the checks ran on the twin and passed
 
 
-def test_the_attack_command_attacks_an_int8_checkpoint_white_box_through_its_twin(model_data, data_root, tmp_path):
+def test_the_attack_command_attacks_an_int8_checkpoint_through_its_twin(model_data, data_root, tmp_path):
     from robustcompress.checkpoint import save_checkpoint
     from robustcompress.experiments.pipeline import apply_stages, parse_stages
     from robustcompress.stages import StageContext
