@@ -32,9 +32,7 @@ Examples:
       --out runs/cnn8-half-at
   robustcompress finetune runs/cnn8-pcqat --objective trades --objective-param beta=6 --epochs 2 \\
       --lr 1e-4 --optimizer adam --out runs/cnn8-pcqat-trades --json
-  robustcompress finetune runs/imported/net --epochs 1 --out runs/imported/net-ft
-  robustcompress finetune runs/cnn8-cluster16 --epochs 30 --patience 5 --optimizer adam --lr 1e-4 \\
-      --out runs/cnn8-cluster16-ft
+  robustcompress finetune runs/imported/net --epochs 30 --patience 5 --out runs/imported/net-ft
 """
 
 
