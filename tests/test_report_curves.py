@@ -207,3 +207,19 @@ stages = [{{type = "prune", method = "global", amount = 0.8}}, {{type = "compact
     html = write_report(tmp_path / "out").read_text()
     assert "Accuracy vs sparsity: prune-*" in html and "Compact models of the same size" in html
     assert f"<td>{compact['width']:g}</td>" in html
+
+
+def test_only_the_flagged_points_of_a_curve_are_hollow():
+    from matplotlib.figure import Figure
+
+    from robustcompress.report.plots import marked_line
+    from robustcompress.report.provenance import DAGGER
+
+    ax = Figure().subplots()
+    line = marked_line(ax, [0.3, 0.5, 0.7], [50.0, 48.5, 30.0], [False, True, False], "C0", "acc.pgd")
+    assert line.get_label() == "acc.pgd" + DAGGER and line.get_markevery() == [0, 2]
+    hollow = ax.lines[1]
+    assert list(hollow.get_xdata()) == [0.5] and list(hollow.get_ydata()) == [48.5]
+    assert hollow.get_markerfacecolor() == "white" and hollow.get_linestyle() == "None"
+    trusted = marked_line(ax, [1.0, 2.0], [10.0, 20.0], [False, False], "C1", "clean")
+    assert trusted.get_label() == "clean" and trusted.get_markevery() == [0, 1] and len(ax.lines) == 3

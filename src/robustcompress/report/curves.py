@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from robustcompress.report.metrics import better, metric_kind
 from robustcompress.report.pareto import number
-from robustcompress.report.plots import Plot, robust_metrics
-from robustcompress.report.provenance import DAGGER, flagged_metrics
+from robustcompress.report.plots import Plot, marked_line, robust_metrics
+from robustcompress.report.provenance import flagged_metrics
 from robustcompress.report.results import ModelRow, Results
 from robustcompress.stages import STAGES
 
@@ -144,11 +144,10 @@ def _strength_plot(sweep: Sweep, index: int) -> Plot:
     for ax, metrics in zip(axes, panels):
         ax.grid(True, alpha=0.3)
         for m in metrics:
-            pts = [(_x(sweep.axis, x), _value(m, r)) for x, r in sweep.rows if _value(m, r) is not None]
-            hollow = [m in flagged_metrics(r) for x, r in sweep.rows if _value(m, r) is not None]
-            line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colour[m],
-                           label=m + (DAGGER if any(hollow) else ""))[0]  # fmt: skip
-            line.set_markerfacecolor("white" if any(hollow) else colour[m])
+            measured = [(x, r) for x, r in sweep.rows if _value(m, r) is not None]
+            pts = [(_x(sweep.axis, x), _value(m, r)) for x, r in measured]
+            flagged = [m in flagged_metrics(r) for _, r in measured]
+            marked_line(ax, [p[0] for p in pts], [p[1] for p in pts], flagged, colour[m], m)
             k = knees[m] = knee(pts, better(m) or "max")
             if k is not None:
                 ax.axvline(
@@ -239,12 +238,8 @@ def eps_plot(rows: Sequence[ModelRow]) -> Plot:
         ax.grid(True, alpha=0.3)
         flagged = {r.label: flagged_metrics(r) for r in rows}
         for i, (label, pts) in enumerate(list(by_model.items())[:MAX_CURVES]):
-            hollow = any(m in flagged.get(label, ()) for _, _, m in pts)
-            colour = f"C{i % 10}"
-            face = "white" if hollow else colour
-            label += DAGGER if hollow else ""
-            xs, ys = [p[0] for p in pts], [100 * p[1] for p in pts]
-            ax.plot(xs, ys, marker="o", color=colour, markerfacecolor=face, label=label)
+            hollow = [m in flagged.get(label, ()) for _, _, m in pts]
+            marked_line(ax, [p[0] for p in pts], [100 * p[1] for p in pts], hollow, f"C{i % 10}", label)
         shown = max(shown, min(len(by_model), MAX_CURVES))
         attack = ROBUST_EPS.fullmatch(next(iter(by_model.values()))[0][2]).group(1)
         ax.set_title(f"{norm}, {'worst case over the attacks' if attack == 'worst' else attack}", fontsize=10)

@@ -99,10 +99,26 @@ def robust_vs_clean(rows: Sequence[ModelRow]) -> Plot:
     return plot
 
 
+def marked_line(
+    ax, xs: Sequence[float], ys: Sequence[float], flagged: Sequence[bool], colour: str, label: str
+):
+    """A curve with a marker per point: filled where the figure is trusted, hollow where it carries a
+    gradient-masking flag (only those points, so one flagged model does not cast doubt on its neighbours);
+    the legend entry gets the dagger when any point is flagged."""
+    trusted = [i for i, f in enumerate(flagged) if not f]
+    line = ax.plot(xs, ys, marker="o", color=colour, markevery=trusted,
+                   label=label + (DAGGER if len(trusted) < len(flagged) else ""))[0]  # fmt: skip
+    hollow = [i for i, f in enumerate(flagged) if f]
+    if hollow:
+        ax.plot([xs[i] for i in hollow], [ys[i] for i in hollow], ls="none", marker="o", color=colour,
+                markerfacecolor="white", zorder=line.get_zorder() + 0.1)  # fmt: skip
+    return line
+
+
 def certified_vs_radius(rows: Sequence[ModelRow]) -> Plot:
     """Certified accuracy against L2 radius: a panel per sigma, a curve per model, and each sigma's
     radius cap (past it no radius can be certified with the sample count n, whatever the model).
-    A curve measured under a flag is hollow and marked (there is no front to keep it off)."""
+    A point measured under a flag is hollow and its curve marked (there is no front to keep it off)."""
     plot = Plot("certified_vs_radius", "Certified accuracy vs L2 radius (randomized smoothing)")
     curves = certified_curves(rows)
     if not curves:
@@ -121,11 +137,10 @@ def certified_vs_radius(rows: Sequence[ModelRow]) -> Plot:
             points = curves.get((sigma, r.label))
             if not points:
                 continue
-            flagged = any(m in flagged_metrics(r) for _, _, m in points)
-            colour = colours[r.label]
-            ax.plot(
-                [p[0] for p in points], [100 * p[1] for p in points], marker="o", color=colour,
-                markerfacecolor="white" if flagged else colour, label=r.label + (DAGGER if flagged else ""),
+            flags = flagged_metrics(r)
+            marked_line(
+                ax, [p[0] for p in points], [100 * p[1] for p in points],
+                [m in flags for _, _, m in points], colours[r.label], r.label,
             )  # fmt: skip
         for cap, n in _radius_caps(rows, sigma):
             ax.axvline(cap, ls="--", color="grey", lw=1, label=f"radius cap (n = {n})" if n else "radius cap")
