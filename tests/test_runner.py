@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,12 @@ def test_run_evaluations_compares_with_the_parent_and_reuses_stored_metrics(tmp_
         "evaluating final: clean",
         "evaluating final: corruption",
     ]
+    timed = [re.fullmatch(r"evaluated (\w+): (\w+) in \d+\.\d s", m) for m in logs]
+    assert [m.groups() for m in timed if m] == [
+        ("parent", "corruption"),
+        ("final", "clean"),
+        ("final", "corruption"),
+    ]
     assert metrics["corruption.baseline"] == "baseline-metrics"
     assert metrics["ce.fog"] == pytest.approx(100 * metrics["err.fog.1"] / alone["err.fog.1"])
 
@@ -179,9 +186,13 @@ def test_apply_stages_leaves_its_input_alone(fmnist):
 
     model = ModelSpec.for_data("cnn8", fmnist.info, width=0.25).build(seed=0)
     before = copy.deepcopy(model.state_dict())
-    ctx = StageContext(data=fmnist, device=torch.device("cpu"), parent=model, progress=False)
+    logs: list[str] = []
+    ctx = StageContext(data=fmnist, device=torch.device("cpu"), parent=model, progress=False, log=logs.append)
     steps = apply_stages(model, parse_stages([{"type": "prune", "amount": 0.5}, {"type": "ptq"}]), ctx)
     assert [s.label for s in steps] == ["stage0:prune", "stage1:ptq"] and all(s.key is None for s in steps)
+    # each stage's log ends with its wall time, so a user can read from a log where a run's time went
+    finished = [re.fullmatch(r"finished stage (\d) \((\w+)\) in \d+\.\d s", m) for m in logs]
+    assert [m.groups() for m in finished if m] == [("0", "prune"), ("1", "ptq")]
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     kinds = [[s["kind"] for s in structure_of(m)] for m in (model, steps[0].model, steps[1].model)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,10 @@ def apply_stages(
 
         def make(stage_type=stage_type, stage_cfg=stage_cfg, parent=parent, i=i) -> nn.Module:
             ctx.log(f"stage {i}: {stage_type}")
-            return STAGES.get(stage_type).apply(copy.deepcopy(parent), stage_cfg, ctx)
+            start = time.perf_counter()
+            made = STAGES.get(stage_type).apply(copy.deepcopy(parent), stage_cfg, ctx)
+            ctx.log(f"finished stage {i} ({stage_type}) in {time.perf_counter() - start:.1f} s")
+            return made
 
         if cache is None:
             model = make()
@@ -160,7 +164,9 @@ def run_evaluations(
         stored = store.get(eval_key) if store is not None else None
         if stored is None:
             ctx.log(f"evaluating {label}: {eval_type}")
+            start = time.perf_counter()
             stored = EVALUATIONS.get(eval_type).run(model, eval_cfg, ctx)
+            ctx.log(f"evaluated {label}: {eval_type} in {time.perf_counter() - start:.1f} s")
         if store is not None:
             store.put(eval_key, stored)
         metrics.update(stored)

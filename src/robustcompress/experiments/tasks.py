@@ -134,6 +134,7 @@ class Workspace:
                 meta={"data": data_meta(cfg)},
             )
             model.rc_training = {**training_summary(res), "config": cfg.train.model_dump()}  # noqa: B010  picked up in the artifact's meta
+            log(f"trained {spec.name} in {res.seconds:.1f} s")
             return model
 
         model = cache.get_or_make(task.key, train, "baseline")
