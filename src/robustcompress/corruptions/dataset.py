@@ -77,8 +77,8 @@ def write_corrupted(
                 )
                 for i in range(0, n, CHUNK)
             ]
-            # channels-last and C-contiguous: np.save writes a non-contiguous array element-wise
-            # through a buffered iterator, 20-40x slower (measured 0.3 s against 0.01 s a file)
+            # channels-last and C-contiguous: np.save copies a non-contiguous array through a
+            # buffered iterator (measured through the CLI: 0.3-0.4 s against 0.05-0.08 s a 15.6 MB file)
             blocks.append(torch.cat(q).permute(0, 2, 3, 1).contiguous().cpu().numpy())
         _atomic_save(out / f"{name}.npy", np.concatenate(blocks))
         params[name] = {

@@ -105,10 +105,10 @@ def marked_line(
     """A curve with a marker per point: filled where the figure is trusted, hollow where it carries a
     gradient-masking flag (only those points, so one flagged model does not cast doubt on its neighbours);
     the legend entry gets the dagger when any point is flagged."""
+    hollow = [i for i, f in enumerate(flagged) if f]
     trusted = [i for i, f in enumerate(flagged) if not f]
     line = ax.plot(xs, ys, marker="o", color=colour, markevery=trusted,
-                   label=label + (DAGGER if len(trusted) < len(flagged) else ""))[0]  # fmt: skip
-    hollow = [i for i, f in enumerate(flagged) if f]
+                   label=label + (DAGGER if hollow else ""))[0]  # fmt: skip
     if hollow:
         ax.plot([xs[i] for i in hollow], [ys[i] for i in hollow], ls="none", marker="o", color=colour,
                 markerfacecolor="white", zorder=line.get_zorder() + 0.1)  # fmt: skip
